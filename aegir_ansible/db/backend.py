@@ -1,0 +1,70 @@
+"""Tables only the backend needs, kept apart from Aegir's (all prefixed `aegir_ansible_`).
+
+Aegir's frontend has no place for how to reach a server (ssh user, port, python, local
+connection, where its aegir home is, how to test and reload its web server) nor for a
+per-site cron interval; these live here, keyed by the frontend's node ids, so the
+frontend tables stay exactly as hostmaster defines them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class BackendBase(DeclarativeBase):
+    """Declarative base of the backend's own tables."""
+
+
+DEFAULT_AEGIR_ROOT = "/var/aegir"
+DEFAULT_CRON_INTERVAL = 3600
+
+# How a web server's whole configuration is checked and reloaded, per service type.
+DEFAULT_HTTP_COMMANDS = {
+    "nginx": (["nginx", "-t"], ["nginx", "-s", "reload"]),
+    "apache": (["apache2ctl", "configtest"], ["apache2ctl", "graceful"]),
+}
+
+
+class ServerSettings(BackendBase):
+    """Connection and layout settings of one server (keyed by the server's node id)."""
+
+    __tablename__ = "aegir_ansible_server"
+    nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    connection: Mapped[str] = mapped_column(String(16), nullable=False, default="ssh")
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ssh_user: Mapped[str] = mapped_column(String(64), nullable=False, default="aegir")
+    ssh_port: Mapped[int] = mapped_column(Integer, nullable=False, default=22)
+    ssh_private_key_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    python_interpreter: Mapped[str] = mapped_column(
+        String(255), nullable=False, default="/usr/bin/python3"
+    )
+    aegir_root: Mapped[str] = mapped_column(Text, nullable=False, default=DEFAULT_AEGIR_ROOT)
+    script_user: Mapped[str] = mapped_column(String(64), nullable=False, default="aegir")
+    web_group: Mapped[str] = mapped_column(String(64), nullable=False, default="www-data")
+    http_listen_address: Mapped[str] = mapped_column(String(255), nullable=False, default="*")
+    # JSON argv lists; NULL means the default of the server's http service type.
+    http_test_cmd: Mapped[str | None] = mapped_column(Text, nullable=True)
+    http_reload_cmd: Mapped[str | None] = mapped_column(Text, nullable=True)
+    php_fastcgi: Mapped[str] = mapped_column(
+        Text, nullable=False, default="unix:/run/php/php-fpm.sock"
+    )
+    db_grant_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    def http_commands(self, http_type: str) -> tuple[list[str], list[str]]:
+        test_default, reload_default = DEFAULT_HTTP_COMMANDS.get(http_type, ([], []))
+        test = json.loads(self.http_test_cmd) if self.http_test_cmd else test_default
+        reload_ = json.loads(self.http_reload_cmd) if self.http_reload_cmd else reload_default
+        return list(test), list(reload_)
+
+
+class SiteSettings(BackendBase):
+    """Per-site settings Aegir 3 has no column for (its cron runs every site hourly)."""
+
+    __tablename__ = "aegir_ansible_site"
+    nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cron_interval: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=DEFAULT_CRON_INTERVAL, server_default=text("3600")
+    )

@@ -1,0 +1,333 @@
+"""The Ansible inventory, built on the fly from the frontend database (no alias files).
+
+One host per live server, platform and site, named by its hosting_context name, with
+the variables listed in docs/inventory-variables.md. The build issues a fixed number of
+SELECTs whatever the number of sites, and returns plain str/int/bool/list/dict values
+(never Decimal or ORM objects), ready for the inventory script and the plugin alike.
+
+Every string here came from the database or was derived from it: the script front end
+wraps them as untrusted (`__ansible_unsafe`), the plugin leaves them untrusted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from .db import models as m
+from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteSettings
+
+SERVER_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
+PLATFORM_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
+SITE_STATUS = {1: "enabled", 0: "queued", -1: "disabled"}
+
+# Server-level variables copied onto the platforms and sites that live on a server.
+SERVER_VARS_INHERITED = (
+    "ansible_host", "ansible_user", "ansible_port", "ansible_python_interpreter",
+    "ansible_connection", "ansible_ssh_private_key_file",
+    "aegir_server", "aegir_server_hostname", "aegir_root", "aegir_script_user",
+    "aegir_web_group", "aegir_config_path", "aegir_server_config_path", "aegir_backups_path",
+    "aegir_clients_path", "aegir_http_service", "aegir_http_port", "aegir_http_listen_address",
+    "aegir_http_test_cmd", "aegir_http_reload_cmd", "aegir_php_fastcgi",
+    "aegir_db_grant_host", "aegir_ip_addresses",
+)
+
+
+def group_name(*parts: str) -> str:
+    """A valid Ansible group name: anything outside [A-Za-z0-9_] becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
+
+
+@dataclass
+class InventoryData:
+    hosts: dict[str, dict] = field(default_factory=dict)
+    groups: dict[str, dict] = field(default_factory=lambda: defaultdict(
+        lambda: {"hosts": [], "children": [], "vars": {}}))
+
+    def add(self, group: str, host: str) -> None:
+        self.groups[group]["hosts"].append(host)
+
+    def to_dict(self) -> dict:
+        return {"hosts": self.hosts, "groups": {k: dict(v) for k, v in self.groups.items()}}
+
+
+def _current(model):
+    """Join condition: the current revision's row of a vid-keyed hosting table."""
+    return and_(model.vid == m.Node.vid)
+
+
+def build_inventory(session: Session) -> InventoryData:
+    inv = InventoryData()
+    for top in ("aegir_servers", "aegir_platforms", "aegir_sites"):
+        inv.groups[top]  # noqa: B018 — the three top groups always exist
+
+    # 1. servers (+ backend connection settings)
+    servers: dict[int, dict] = {}
+    rows = session.execute(
+        select(m.Node.nid, m.Node.vid, m.Node.title, m.HostingContext.name,
+               m.HostingServer.status, m.HostingServer.verified, ServerSettings)
+        .join(m.HostingServer, _current(m.HostingServer))
+        .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
+        .outerjoin(ServerSettings, ServerSettings.nid == m.Node.nid)
+        .where(m.Node.type == "server", m.HostingServer.status != m.SERVER_DELETED)
+        .order_by(m.Node.nid)
+    )
+    for nid, vid, title, name, status, verified, settings in rows:
+        servers[nid] = {"nid": nid, "vid": vid, "title": title, "name": name,
+                        "status": status, "verified": verified,
+                        "settings": settings or ServerSettings(nid=nid), "services": {},
+                        "ips": []}
+    by_vid = {s["vid"]: s for s in servers.values()}
+
+    # 2. services of the current server revisions
+    for vid, service, type_, port in session.execute(
+        select(m.HostingService.vid, m.HostingService.service, m.HostingService.type,
+               m.HostingService.port)
+        .join(m.Node, m.Node.vid == m.HostingService.vid)
+        .where(m.Node.type == "server", m.HostingService.available == 1)
+    ):
+        if vid in by_vid:
+            by_vid[vid]["services"][service] = {"type": type_, "port": port}
+
+    # 3. IP addresses (not revisioned)
+    for nid, ip in session.execute(
+        select(m.HostingIpAddress.nid, m.HostingIpAddress.ip_address).order_by(m.HostingIpAddress.id)
+    ):
+        if nid in servers:
+            servers[nid]["ips"].append(ip)
+
+    # 4. db admin credentials
+    for vid, user, passwd in session.execute(
+        select(m.HostingDbServer.vid, m.HostingDbServer.db_user, m.HostingDbServer.db_passwd)
+        .join(m.Node, m.Node.vid == m.HostingDbServer.vid)
+    ):
+        if vid in by_vid:
+            by_vid[vid]["db_admin"] = (user, passwd)
+
+    for server in servers.values():
+        hv = _server_vars(server)
+        server["vars"] = hv
+        name = server["name"]
+        inv.hosts[name] = hv
+        inv.add("aegir_servers", name)
+        inv.add(group_name("aegir_server", name), name)
+        inv.add(group_name("aegir_status_server", SERVER_STATUS.get(server["status"], "unknown")), name)
+
+    # 5. platforms
+    platforms: dict[int, dict] = {}
+    for nid, title, name, root, web_server, status, makefile, verified in session.execute(
+        select(m.Node.nid, m.Node.title, m.HostingContext.name, m.HostingPlatform.publish_path,
+               m.HostingPlatform.web_server, m.HostingPlatform.status,
+               m.HostingPlatform.makefile, m.HostingPlatform.verified)
+        .join(m.HostingPlatform, _current(m.HostingPlatform))
+        .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
+        .where(m.Node.type == "platform", m.HostingPlatform.status != m.PLATFORM_DELETED)
+        .order_by(m.Node.nid)
+    ):
+        server = servers.get(web_server)
+        if server is None:  # its web server is deleted or missing: nowhere to connect
+            continue
+        root = (root or "").rstrip("/")
+        hv = {k: server["vars"][k] for k in SERVER_VARS_INHERITED if k in server["vars"]}
+        hv.update({
+            "aegir_context_type": "platform",
+            "aegir_nid": nid,
+            "aegir_platform": name,
+            "aegir_platform_title": title,
+            "aegir_platform_root": root,
+            "aegir_platform_status": PLATFORM_STATUS.get(status, "unknown"),
+            "aegir_platform_makefile": makefile or "",
+            "aegir_platform_verified": verified,
+            "aegir_platform_drush": f"{root}/vendor/bin/drush",
+        })
+        platforms[nid] = {"name": name, "vars": hv, "server": server}
+        inv.hosts[name] = hv
+        inv.add("aegir_platforms", name)
+        inv.add(group_name("aegir_server", server["name"]), name)
+        inv.add(group_name("aegir_status_platform", hv["aegir_platform_status"]), name)
+        inv.groups[group_name("aegir_platform", name)]  # noqa: B018 — exists even when empty
+
+    # 6. sites (+ profile short name, client uname, backend settings)
+    profile_pkg = select(m.HostingPackage.nid, m.HostingPackage.short_name).join(
+        m.Node, m.Node.vid == m.HostingPackage.vid).subquery()
+    client_tbl = select(m.HostingClient.nid, m.HostingClient.uname).join(
+        m.Node, m.Node.vid == m.HostingClient.vid).subquery()
+    sites: dict[int, dict] = {}
+    site_rows = list(session.execute(
+        select(m.Node.nid, m.Node.vid, m.HostingContext.name, m.Node.title, m.HostingSite,
+               profile_pkg.c.short_name, client_tbl.c.uname, SiteSettings.cron_interval)
+        .join(m.HostingSite, _current(m.HostingSite))
+        .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
+        .outerjoin(profile_pkg, profile_pkg.c.nid == m.HostingSite.profile)
+        .outerjoin(client_tbl, client_tbl.c.nid == m.HostingSite.client)
+        .outerjoin(SiteSettings, SiteSettings.nid == m.Node.nid)
+        .where(m.Node.type == "site", m.HostingSite.status != m.SITE_DELETED)
+        .order_by(m.Node.nid)
+    ))
+    taken_db_names = {(r[4].db_server, r[4].db_name) for r in site_rows if r[4].db_name}
+    for nid, vid, name, title, site, profile, client, cron_interval in site_rows:
+        platform = platforms.get(site.platform)
+        if platform is None:
+            continue
+        db = servers.get(site.db_server)
+        db_service = (db or {}).get("services", {}).get("db", {})
+        hv = dict(platform["vars"])
+        uri = title
+        status = SITE_STATUS.get(site.status, "unknown")
+        hv.update({
+            "aegir_context_type": "site",
+            "aegir_nid": nid,
+            "aegir_site_uri": uri,
+            "aegir_site_path": f"{hv['aegir_platform_root']}/sites/{uri}",
+            "aegir_site_aliases": [],
+            "aegir_site_redirection": "",
+            "aegir_site_profile": profile or "",
+            "aegir_site_language": site.language,
+            "aegir_site_client": client or "",
+            "aegir_site_status": status,
+            "aegir_site_enabled": site.status == m.SITE_ENABLED,
+            "aegir_site_verified": site.verified,
+            "aegir_site_cron_interval": DEFAULT_CRON_INTERVAL if cron_interval is None else cron_interval,
+            "aegir_site_cron_key": site.cron_key or "",
+            "aegir_site_db_server": db["name"] if db else "",
+            "aegir_site_db_host": db["vars"].get("aegir_db_host", "") if db else "",
+            "aegir_site_db_port": int(db_service.get("port") or 3306),
+            "aegir_site_db_name": site.db_name or _suggest_db_name(title, site.db_server, taken_db_names),
+        })
+        for k in ("aegir_platform_status", "aegir_platform_verified"):
+            hv.pop(k, None)
+        sites[vid] = {"name": name, "vars": hv}
+        inv.hosts[name] = hv
+        inv.add("aegir_sites", name)
+        inv.add(group_name("aegir_server", platform["server"]["name"]), name)
+        inv.add(group_name("aegir_platform", platform["name"]), name)
+        inv.add(group_name("aegir_status_site", status), name)
+
+    # 7. aliases of the current site revisions
+    for vid, alias, redirection in session.execute(
+        select(m.HostingSiteAlias.vid, m.HostingSiteAlias.alias, m.HostingSiteAlias.redirection)
+        .join(m.Node, m.Node.vid == m.HostingSiteAlias.vid)
+        .where(m.Node.type == "site")
+        .order_by(m.HostingSiteAlias.vid, m.HostingSiteAlias.alias)
+    ):
+        site = sites.get(vid)
+        if site is None:
+            continue
+        site["vars"]["aegir_site_aliases"].append(alias)
+        if redirection and redirection != "0":
+            site["vars"]["aegir_site_redirection"] = redirection
+
+    return inv
+
+
+def _suggest_db_name(uri: str, db_server: int, taken: set) -> str:
+    """A database name for a site that has none yet, as provision chooses it: the uri
+    without a leading 'www.', dots and dashes removed, 16 characters; if taken on that db
+    server, '<first 15-len(i)>_<i>'. The queue records it in hosting_site.db_name."""
+    base = re.sub(r"[.\-]", "", uri.removeprefix("www."))[:16]
+    candidate, i = base, 0
+    while (db_server, candidate) in taken:
+        i += 1
+        candidate = f"{base[:15 - len(str(i))]}_{i}"
+    taken.add((db_server, candidate))
+    return candidate
+
+
+def _server_vars(server: dict) -> dict:
+    s: ServerSettings = server["settings"]
+    name = server["name"]
+    root = (s.aegir_root or "/var/aegir").rstrip("/")
+    http = server["services"].get("http")
+    db = server["services"].get("db")
+    http_type = http["type"] if http else ""
+    http_type = {"nginx_ssl": "nginx", "apache_ssl": "apache"}.get(http_type, http_type)
+    test_cmd, reload_cmd = s.http_commands(http_type)
+    address = s.address or (server["ips"][0] if server["ips"] else server["title"])
+    hv = {
+        "aegir_context_type": "server",
+        "aegir_nid": server["nid"],
+        "aegir_server": name,
+        "aegir_server_hostname": server["title"],
+        "aegir_server_status": SERVER_STATUS.get(server["status"], "unknown"),
+        "aegir_server_verified": server["verified"],
+        "aegir_root": root,
+        "aegir_script_user": s.script_user or "aegir",
+        "aegir_web_group": s.web_group or "www-data",
+        "aegir_config_path": f"{root}/config",
+        "aegir_server_config_path": f"{root}/config/{name}",
+        "aegir_backups_path": f"{root}/backups",
+        "aegir_clients_path": f"{root}/clients",
+        "aegir_http_service": http_type,
+        "aegir_http_port": int(http["port"] or 80) if http else 80,
+        "aegir_http_listen_address": s.http_listen_address or "*",
+        "aegir_http_test_cmd": test_cmd,
+        "aegir_http_reload_cmd": reload_cmd,
+        "aegir_php_fastcgi": s.php_fastcgi or "unix:/run/php/php-fpm.sock",
+        "aegir_db_grant_host": s.db_grant_host or address,
+        "aegir_ip_addresses": list(server["ips"]),
+    }
+    if s.connection == "local":
+        hv["ansible_connection"] = "local"
+    else:
+        hv.update({
+            "ansible_connection": "ssh",
+            "ansible_host": address,
+            "ansible_user": s.ssh_user or "aegir",
+            "ansible_port": int(s.ssh_port or 22),
+        })
+        if s.ssh_private_key_file:
+            hv["ansible_ssh_private_key_file"] = s.ssh_private_key_file
+    hv["ansible_python_interpreter"] = s.python_interpreter or "/usr/bin/python3"
+    if db:
+        user, passwd = server.get("db_admin", ("", ""))
+        hv.update({
+            "aegir_db_service": db["type"],
+            "aegir_db_host": address,
+            "aegir_db_port": int(db["port"] or 3306),
+            "aegir_db_admin_user": user,
+            "aegir_db_admin_password": passwd,
+        })
+    return hv
+
+
+# -- front ends ------------------------------------------------------------------------
+
+def unsafe(value):
+    """Wrap every string as `{"__ansible_unsafe": ...}` so Ansible never templates it."""
+    if isinstance(value, str):
+        return {"__ansible_unsafe": value}
+    if isinstance(value, list):
+        return [unsafe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unsafe(v) for k, v in value.items()}
+    return value
+
+
+def script_output(inv: InventoryData) -> dict:
+    """The `--list` JSON of an inventory script, with `_meta.hostvars`, all strings unsafe."""
+    out: dict = {
+        "_meta": {"hostvars": {h: unsafe(v) for h, v in inv.hosts.items()}},
+        "all": {"children": ["ungrouped"]},
+        "ungrouped": {"hosts": []},
+    }
+    for gname, g in sorted(inv.groups.items()):
+        entry: dict = {"hosts": list(g["hosts"])}
+        if g["children"]:
+            entry["children"] = list(g["children"])
+        if g["vars"]:
+            entry["vars"] = unsafe(g["vars"])
+        out[gname] = entry
+        out["all"]["children"].append(gname)
+    return out
+
+
+def graph(inv: InventoryData) -> str:
+    lines = ["@all:"]
+    for gname, g in sorted(inv.groups.items()):
+        lines.append(f"  |--@{gname}:")
+        lines.extend(f"  |  |--{h}" for h in g["hosts"])
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The dispatcher: one queue per server, claimed safely, run through ansible-runner."""

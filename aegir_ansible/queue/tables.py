@@ -1,0 +1,3 @@
+"""Queue bookkeeping tables (owned by the queue runner)."""
+
+from __future__ import annotations

@@ -1,0 +1,55 @@
+"""The catalogue of Aegir task types the backend knows: which objects each applies to,
+which playbook runs it, and how the queue may treat it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    objects: frozenset[str]  # context types the task applies to: site, platform, server
+    title: str
+    # Safe to run again after a lost runner or a failure (re-queued / retried).
+    safe_to_repeat: bool = False
+    # Runs on a whole platform: no site task of that platform may run at the same time.
+    platform_wide: bool = False
+    # Lower runs first among ready tasks (documented priority order).
+    priority: int = 50
+
+    @property
+    def playbook(self) -> str:
+        return f"{self.name}.yml"
+
+
+def _t(name, objects, title, **kw) -> TaskType:
+    return TaskType(name, frozenset(objects.split()), title, **kw)
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    t.name: t
+    for t in [
+        _t("verify", "server platform site", "Verify", safe_to_repeat=True, priority=40),
+        _t("install", "site", "Install", priority=20),
+        _t("enable", "site", "Enable", priority=30),
+        _t("disable", "site", "Disable", priority=30),
+        _t("delete", "server platform site", "Delete", platform_wide=True, priority=60),
+        _t("lock", "platform", "Lock", platform_wide=True, safe_to_repeat=True, priority=30),
+        _t("unlock", "platform", "Unlock", platform_wide=True, safe_to_repeat=True, priority=30),
+        _t("backup", "site", "Backup", priority=50),
+        _t("restore", "site", "Restore", priority=30),
+        _t("backup-delete", "site", "Delete backups", priority=70),
+        _t("migrate", "site platform", "Migrate", platform_wide=True, priority=50),
+        _t("clone", "site", "Clone", priority=50),
+        _t("login-reset", "site", "Reset password", priority=10),
+    ]
+}
+
+# A platform-wide task blocks site tasks of that platform (delete, lock, migrate on the
+# platform itself; 'platform_wide' only counts when the task targets a platform).
+PLATFORM_WIDE_TYPES = frozenset(t.name for t in TASK_TYPES.values() if t.platform_wide)
+
+
+def get_task_type(name: str) -> TaskType | None:
+    return TASK_TYPES.get(name)

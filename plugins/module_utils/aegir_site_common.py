@@ -1,0 +1,256 @@
+# -*- coding: utf-8 -*-
+# Copyright: aegir-ansible contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Validation, quoting and file helpers shared by the aegir_site_files action and module.
+
+Everything here is pure Python (standard library only): the module ships it to the managed
+node, the action plugin loads the same file on the controller, so both sides validate with the
+same rules.
+
+Values from the Aegir database (uris, aliases, profiles, paths) are data. These helpers refuse
+anything that could escape its place in a config file or a path: only plain host names, simple
+identifiers and absolute paths made of a conservative character set are accepted.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import re
+import stat
+import tempfile
+import time
+
+# A DNS label: letters, digits and hyphens, not starting or ending with a hyphen. IDNA names
+# arrive as punycode (xn--...), which this accepts. Upper case is refused rather than folded so
+# the inventory, the site directory and the vhost always spell a site the same way.
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_PROFILE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
+_DB_IDENT = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+# Absolute paths limited to characters that need no quoting in nginx, Apache, PHP or a shell.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
+_FASTCGI = re.compile(
+    r"^(?:unix:/[A-Za-z0-9._+@/-]+|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}"
+    r"|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5})$"
+)
+_LISTEN_ADDR = re.compile(r"^(?:\*|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$")
+
+
+class AegirValueError(ValueError):
+    """A value from the inventory that cannot be used safely."""
+
+
+def _show(value):
+    """A short, printable representation of a refused value for error messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_hostname(value, what="host name"):
+    """Return value if it is a plain DNS host name (labels of [a-z0-9-], punycode allowed)."""
+    if not isinstance(value, str) or not value:
+        raise AegirValueError("%s must be a non-empty string, got %s" % (what, _show(value)))
+    if len(value) > 253:
+        raise AegirValueError("%s is longer than 253 characters: %s" % (what, _show(value)))
+    labels = value.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise AegirValueError(
+            "%s %s is not a valid host name (lower-case labels of a-z, 0-9 and '-', "
+            "IDNA names as punycode)" % (what, _show(value))
+        )
+    return value
+
+
+def check_profile(value):
+    if not isinstance(value, str) or not _PROFILE.match(value):
+        raise AegirValueError("install profile %s is not a machine name ([a-z][a-z0-9_]*)" % _show(value))
+    return value
+
+
+def check_language(value):
+    if not isinstance(value, str) or not _LANGUAGE.match(value):
+        raise AegirValueError("language %s is not a language code like 'en' or 'pt-br'" % _show(value))
+    return value
+
+
+def check_db_ident(value, what):
+    if not isinstance(value, str) or not _DB_IDENT.match(value):
+        raise AegirValueError("%s %s must be 1-64 characters of A-Z, a-z, 0-9 and _" % (what, _show(value)))
+    return value
+
+
+def check_port(value, what="port"):
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise AegirValueError("%s %s is not a number" % (what, _show(value)))
+    if not 0 < port < 65536 or str(value).strip() != str(port):
+        raise AegirValueError("%s %s is out of range" % (what, _show(value)))
+    return port
+
+
+def check_path(value, what="path"):
+    """Return a normalised absolute path without '..' and without characters needing quotes."""
+    if not isinstance(value, str) or not value:
+        raise AegirValueError("%s must be a non-empty string, got %s" % (what, _show(value)))
+    if not _SAFE_PATH.match(value):
+        raise AegirValueError(
+            "%s %s must be an absolute path of letters, digits and . _ + @ / -" % (what, _show(value))
+        )
+    parts = value.split("/")
+    if ".." in parts or "." in parts:
+        raise AegirValueError("%s %s must not contain '.' or '..' components" % (what, _show(value)))
+    norm = os.path.normpath(value)
+    if norm == "/":
+        raise AegirValueError("%s must not be /" % what)
+    return norm
+
+
+def check_fastcgi(value):
+    if not isinstance(value, str) or not _FASTCGI.match(value):
+        raise AegirValueError("PHP FastCGI address %s must be unix:/path or host:port" % _show(value))
+    return value
+
+
+def check_listen_address(value):
+    if not isinstance(value, str) or not _LISTEN_ADDR.match(value):
+        raise AegirValueError("listen address %s must be '*', an IP address or a host name" % _show(value))
+    return value
+
+
+def is_within(path, root):
+    """True if normalised path is root itself or below it."""
+    path = os.path.normpath(path)
+    root = os.path.normpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def php_string(value):
+    """Return value as a PHP single-quoted string literal (only \\ and ' need escaping)."""
+    if value is None:
+        value = ""
+    if isinstance(value, bool):
+        value = "1" if value else ""
+    text = str(value)
+    if "\x00" in text:
+        raise AegirValueError("NUL byte in a value for PHP")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_PHP_LITERAL = r"'((?:[^'\\]|\\.)*)'"
+
+
+def php_unquote(body):
+    """Inverse of php_string for the inside of a single-quoted literal."""
+    return re.sub(r"\\([\\'])", r"\1", body)
+
+
+# Secrets in generated files sit on lines ending with this marker, e.g.
+#   'password' => 'xyz', // aegir:secret db_password
+SECRET_MARKER = "// aegir:secret "
+
+
+def read_secrets(text):
+    """Return {name: value} for every `'...' ... // aegir:secret <name>` line of a generated file."""
+    found = {}
+    for line in text.splitlines():
+        idx = line.rfind(SECRET_MARKER)
+        if idx < 0:
+            continue
+        name = line[idx + len(SECRET_MARKER):].strip()
+        match = re.search(_PHP_LITERAL, line[:idx])
+        if name and match:
+            found[name] = php_unquote(match.group(1))
+    return found
+
+
+def mask_secrets(text):
+    """Replace the value on every secret line, for diffs and logs."""
+    out = []
+    for line in text.splitlines(True):
+        idx = line.rfind(SECRET_MARKER)
+        if idx >= 0:
+            line = re.sub(_PHP_LITERAL, "'********'", line[:idx], count=1) + line[idx:]
+        out.append(line)
+    return "".join(out)
+
+
+class FileLock(object):
+    """An exclusive fcntl.flock on a lock file, waiting up to timeout seconds."""
+
+    def __init__(self, path, timeout=120, create=True):
+        self.path = path
+        self.timeout = timeout
+        self.create = create
+        self.fd = None
+
+    def __enter__(self):
+        if not self.create and not os.path.exists(self.path):
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.time() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.time() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise TimeoutError("timed out after %ss waiting for lock %s" % (self.timeout, self.path))
+                time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def resolve_ids(owner, group):
+    uid = pwd.getpwnam(owner).pw_uid if owner else -1
+    gid = grp.getgrnam(group).gr_gid if group else -1
+    return uid, gid
+
+
+def needs_attr_change(st, mode, uid, gid):
+    if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+        return True
+    if uid != -1 and st.st_uid != uid:
+        return True
+    if gid != -1 and st.st_gid != gid:
+        return True
+    return False
+
+
+def set_attrs(path, mode, uid, gid, follow=False):
+    """chown then chmod (chown clears setgid bits, so chmod must come last)."""
+    if uid != -1 or gid != -1:
+        os.chown(path, uid, gid, follow_symlinks=follow)
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+def atomic_write(path, data, mode, uid, gid):
+    """Write bytes to path through a temporary file in the same directory and rename."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".aegir-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        set_attrs(tmp, mode, uid, gid)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
