@@ -1,3 +1,126 @@
-"""Queue bookkeeping tables (owned by the queue runner)."""
+"""Queue bookkeeping tables (owned by the queue runner).
+
+Everything the dispatcher needs besides Aegir's own `hosting_task*` tables lives here, in
+`aegir_ansible_*` tables created by `aegir db init`:
+
+- `aegir_ansible_queue_setting`: global settings (name -> value), editable by the frontend;
+  a missing row means the documented default in `SETTINGS`.
+- `aegir_ansible_queue_server`: one row per server queue (server nid): paused flag and an
+  optional concurrency override. Rows are created on demand; its rows are also what a
+  claim locks (FOR UPDATE SKIP LOCKED) to serialise claims on one server.
+- `aegir_ansible_runner`: one row per runner process, with its heartbeat.
+- `aegir_ansible_task`: per task node: not-before time (queued for later), attempts, and
+  while it runs, which runner holds it and whether a cancel was requested.
+
+The task -> server relation is never stored: it is computed from the frontend tables
+(`jobs.target_query`) every time.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Float, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from aegir_ansible.db.backend import BackendBase
+
+
+class QueueSetting(BackendBase):
+    __tablename__ = "aegir_ansible_queue_setting"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+
+
+class QueueServer(BackendBase):
+    __tablename__ = "aegir_ansible_queue_server"
+    server_nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    paused: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # NULL: the global `server_concurrency` setting.
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class QueueRunner(BackendBase):
+    __tablename__ = "aegir_ansible_runner"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    pid: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    started: Mapped[float] = mapped_column(Float, nullable=False, default=0)
+    heartbeat: Mapped[float] = mapped_column(Float, nullable=False, default=0)
+    # running, stopping, stopped, lost
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="running")
+    servers: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    concurrency: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class QueueTask(BackendBase):
+    __tablename__ = "aegir_ansible_task"
+    nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # Not run before this unix time (0: as soon as possible).
+    not_before: Mapped[float] = mapped_column(Float, nullable=False, default=0, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
+    # While running: the revision being run, the runner holding it, when it was claimed.
+    vid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    runner_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Tasks run together (one playbook run, coalesced) share a run id.
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cancel_requested: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                                  server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    __table_args__ = (Index("aegir_ansible_task_runner", "runner_id"),)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: object
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    Setting("enabled", bool, True,
+            "Runners claim tasks only while this is on (off = whole queue paused)."),
+    Setting("concurrency", int, 0,
+            "Most tasks running at once over all runners and servers (0 = no global limit)."),
+    Setting("server_concurrency", int, 1,
+            "Most runs at once on one server, unless its queue row overrides it."),
+    Setting("poll_interval", float, 1.0,
+            "Seconds between polls for new tasks and cancel requests."),
+    Setting("task_timeout", int, 3600,
+            "Seconds a run may take before it is killed and its tasks fail (0 = none)."),
+    Setting("heartbeat_interval", float, 10.0, "Seconds between a runner's heartbeats."),
+    Setting("runner_lost_after", float, 60.0,
+            "A runner whose heartbeat is older than this is lost: its tasks fail."),
+    Setting("retry_max_attempts", int, 3,
+            "Runs of a task type declared safe to repeat before a failure is final."),
+    Setting("retry_backoff", float, 30.0,
+            "Seconds before the first retry; doubled on each further attempt."),
+    Setting("batch_size", int, 50,
+            "Most tasks of a batchable type (verify) on one server run as one playbook."),
+    Setting("shutdown_grace", float, 60.0,
+            "On SIGTERM, seconds running tasks get to finish before they are cancelled."),
+    Setting("kill_grace", float, 5.0,
+            "Seconds between SIGTERM to ansible-playbook and SIGKILL of its processes."),
+]}
+
+
+def parse_setting(name: str, raw) -> object:
+    spec = SETTINGS[name]
+    if spec.type is bool:
+        if isinstance(raw, bool):
+            return raw
+        value = str(raw).strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{name} must be true or false, not {raw!r}")
+    try:
+        value = spec.type(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a {spec.type.__name__}, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
