@@ -23,6 +23,7 @@ PACKAGES=(
     iproute2
     curl
     sudo
+    acl
     passwd
     mariadb-server
     mariadb-client
