@@ -18,6 +18,7 @@ import grp
 import http.client
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import time
@@ -166,14 +167,19 @@ class TestServer:
             self.web_conf = self.web_dir / "nginx.conf"
             self.web_pidfile = self.run_dir / "nginx.pid"
             self.http_test_cmd = [NGINX, "-c", str(self.web_conf), "-t"]
-            self.http_reload_cmd = [NGINX, "-c", str(self.web_conf), "-s", "reload"]
+            self._signal_reload_cmd = [NGINX, "-c", str(self.web_conf), "-s", "reload"]
             self._web_start_cmd = [NGINX, "-c", str(self.web_conf)]
         else:
             self.web_conf = self.web_dir / "apache2.conf"
             self.web_pidfile = self.run_dir / "apache2.pid"
             self.http_test_cmd = [APACHE, "-f", str(self.web_conf), "-t"]
-            self.http_reload_cmd = [APACHE, "-f", str(self.web_conf), "-k", "graceful"]
+            self._signal_reload_cmd = [APACHE, "-f", str(self.web_conf), "-k", "graceful"]
             self._web_start_cmd = [APACHE, "-f", str(self.web_conf), "-k", "start"]
+        # The reload command is a small wrapper around the signal command above that returns only
+        # once the old worker processes are gone: a test may then request a page right away
+        # without an old worker answering from the previous config.
+        self.http_reload_script = self.dir / "bin" / f"reload-{http_service}"
+        self.http_reload_cmd = [str(self.http_reload_script)]
         self.sshd_pidfile = self.run_dir / "sshd.pid"
         self.php_pidfile = self.run_dir / "php-fpm.pid"
 
@@ -316,6 +322,7 @@ class TestServer:
         self._make_aegir_tree()
         self._start_sshd()
         self._start_php_fpm()
+        self._write_reload_script()
         if self.http_service == "nginx":
             self._write_nginx_conf()
         else:
@@ -428,6 +435,33 @@ php_admin_flag[opcache.enable] = off
         binary = php_fpm_binary()
         procs.run_checked([binary, "-t", "-y", str(conf)], f"{self.name} php-fpm -t")
         procs.run_checked([binary, "-y", str(conf)], f"{self.name} php-fpm start", log=self.log_dir / "php-fpm.log")
+
+    def _write_reload_script(self) -> None:
+        script = self.http_reload_script
+        script.parent.mkdir(mode=0o755, exist_ok=True)
+        signal_cmd = " ".join(shlex.quote(a) for a in self._signal_reload_cmd)
+        script.write_text(
+            f"""#!/bin/bash
+# Reload {self.http_service} of the aegir test harness server {self.name} (generated), then wait
+# until the workers of the previous config have exited, so the next request sees the new config.
+set -euo pipefail
+master=$(cat {shlex.quote(str(self.web_pidfile))})
+old_workers=$(ps -o pid= --ppid "$master" || true)
+{signal_cmd}
+for _ in $(seq 1 200); do
+    running=0
+    for pid in $old_workers; do
+        if [ -r "/proc/$pid/stat" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+            running=1
+        fi
+    done
+    [ "$running" = 0 ] && exit 0
+    sleep 0.05
+done
+echo "{self.http_service}: old workers still running 10s after the reload" >&2
+"""
+        )
+        os.chmod(script, 0o755)
 
     def _write_nginx_conf(self) -> None:
         # Relative includes in Aegir's vhosts (fastcgi_params, mime.types, snippets/...) resolve
