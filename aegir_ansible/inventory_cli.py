@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from .db import make_engine, make_sessionmaker
+from sqlalchemy.exc import SQLAlchemyError
+
+from .db import make_engine, make_sessionmaker, resolve_url
 from .inventory import build_inventory, script_output, unsafe
 
 
@@ -19,13 +21,20 @@ def load_inventory(url: str | None = None):
 
 
 def script_main(argv: list[str]) -> int:
-    if argv[:1] == ["--list"]:
-        data = script_output(load_inventory())
-    elif len(argv) == 2 and argv[0] == "--host":
-        data = unsafe(load_inventory().hosts.get(argv[1], {}))
-    else:
+    if argv[:1] != ["--list"] and not (len(argv) == 2 and argv[0] == "--host"):
         print("usage: aegir_inventory.py --list | --host NAME", file=sys.stderr)
         return 2
+    try:
+        inv = load_inventory()
+    except SQLAlchemyError as exc:
+        from .cli import safe_url  # noqa: PLC0415 — only on this error path
+
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        hint = " (run 'aegir db init'?)" if "no such table" in cause or "doesn't exist" in cause else ""
+        print(f"aegir_inventory.py: cannot read the Aegir database {safe_url(resolve_url())}: "
+              f"{cause}{hint}", file=sys.stderr)
+        return 1
+    data = script_output(inv) if argv[0] == "--list" else unsafe(inv.hosts.get(argv[1], {}))
     try:
         json.dump(data, sys.stdout, separators=(",", ":"))
     except BrokenPipeError:

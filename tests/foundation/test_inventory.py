@@ -234,4 +234,33 @@ def test_broken_database_fails_loudly(tmp_path):
     proc = ansible("ansible-inventory", "-i", "playbooks/aegir_inventory.py", "--list",
                    env={"AEGIR_DB_URL": f"sqlite:///{tmp_path}/nothing-here.sqlite"}, check=False)
     assert proc.returncode != 0
-    assert "aegir db init" in proc.stderr or "no such table" in proc.stderr
+    assert "cannot read the Aegir database" in proc.stderr and "aegir db init" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("cwd,inventory,playbook", [
+    (".", "playbooks/aegir_inventory.py", "playbooks/verify.yml"),
+    ("playbooks", "aegir_inventory.py", "verify.yml"),
+])
+def test_playbooks_find_roles_and_inventory_from_either_folder(realistic, cwd, inventory, playbook):
+    """Both `ansible-playbook -i playbooks/aegir_inventory.py playbooks/verify.yml` and, as
+    Aegir users type it, `cd playbooks && ansible-playbook -i aegir_inventory.py verify.yml`."""
+    db_url, _ = realistic
+    proc = ansible("ansible-playbook", "-i", inventory, playbook, "--limit", "site002.example.org",
+                   "--list-tasks", env={"AEGIR_DB_URL": db_url}, cwd=REPO / cwd)
+    assert "site002.example.org" in proc.stdout or "aegir_sites" in proc.stdout
+    assert "aegir_site" in proc.stdout  # the role's tasks were found and listed
+
+
+def test_aegir_inventory_command(realistic):
+    from click.testing import CliRunner
+
+    from aegir_ansible.cli import main
+
+    db_url, _ = realistic
+    graph = CliRunner().invoke(main, ["inventory", "--graph", "--db", db_url])
+    assert graph.exit_code == 0 and "@aegir_platform_platform_Drupal7:" in graph.output
+    host = CliRunner().invoke(main, ["inventory", "--host", "site002.example.org", "--db", db_url])
+    assert json.loads(host.output)["aegir_site_uri"] == {"__ansible_unsafe": "site002.example.org"}
+    listing = CliRunner().invoke(main, ["inventory", "--list", "--db", db_url])
+    assert "site002.example.org" in json.loads(listing.output)["_meta"]["hostvars"]

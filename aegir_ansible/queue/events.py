@@ -1,0 +1,156 @@
+"""From ansible-runner events to hosting_task_log rows, and the batching log writer.
+
+Log types are drush's, which the hostmaster UI knows and `hosting_task_parse_log()` reads:
+
+| ansible event | type |
+|---|---|
+| play / task start, ok, skipped, summary | `info` |
+| changed | `message` |
+| failed (not ignored), unreachable, ansible `error` output | `error` |
+| failed but ignored (`ignore_errors`), ansible warnings | `warning` |
+| retries (`until:`), deprecation notices | `notice` |
+
+The line text is the event's own `stdout` (rendered as ansible-playbook prints it), so a
+`no_log` task's result appears censored, as ansible censors it. Extra vars, the
+environment and the command line never go to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+
+from sqlalchemy import Engine, insert
+
+from aegir_ansible.db import models as m
+
+from .jobs import is_disconnect, is_retryable
+
+log = logging.getLogger("aegir.queue")
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def clean(text: str) -> str:
+    return _ANSI.sub("", text or "").replace("\r", "").strip("\n").rstrip()
+
+
+def event_host(ev: dict) -> str | None:
+    data = ev.get("event_data") or {}
+    return data.get("host") or data.get("remote_addr")
+
+
+def classify(ev: dict) -> str | None:
+    """The log type of an event, or None to skip it."""
+    name = ev.get("event", "")
+    data = ev.get("event_data") or {}
+    if name in ("runner_on_failed", "runner_item_on_failed", "runner_on_async_failed"):
+        return "warning" if data.get("ignore_errors") else "error"
+    if name == "runner_on_unreachable":
+        return "warning" if data.get("ignore_unreachable") else "error"
+    if name in ("runner_on_ok", "runner_item_on_ok", "runner_on_async_ok"):
+        res = data.get("res") or {}
+        return "message" if res.get("changed") else "info"
+    if name in ("runner_on_skipped", "runner_item_on_skipped"):
+        return "info"
+    if name == "runner_retry":
+        return "notice"
+    if name in ("playbook_on_play_start", "playbook_on_task_start", "playbook_on_handler_task_start",
+                "playbook_on_no_hosts_matched", "playbook_on_no_hosts_remaining"):
+        return "info"
+    if name in ("warning", "system_warning"):
+        return "warning"
+    if name == "deprecated":
+        return "notice"
+    if name == "error":
+        return "error"
+    if name in ("verbose", "debug"):
+        return "info"
+    return None
+
+
+class LogWriter:
+    """A thread that writes queued log rows in batches (every `interval` s or `max_rows`
+    rows), one transaction per batch. Rows wait in memory while the database is down and
+    are written when it is back."""
+
+    def __init__(self, engine: Engine, interval: float = 0.5, max_rows: int = 500):
+        self.engine = engine
+        self.interval = interval
+        self.max_rows = max_rows
+        self.q: queue.Queue = queue.Queue()
+        self._pending: list[dict] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._flushed = threading.Condition(self._lock)
+        self._enqueued = 0
+        self._written = 0
+        self.thread = threading.Thread(target=self._loop, name="aegir-log-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, row: dict) -> None:
+        with self._lock:
+            self._enqueued += 1
+        self.q.put(row)
+
+    def _drain(self) -> None:
+        while len(self._pending) < self.max_rows * 4:
+            try:
+                self._pending.append(self.q.get_nowait())
+            except queue.Empty:
+                break
+
+    def _write(self) -> bool:
+        if not self._pending:
+            return True
+        batch = self._pending[: self.max_rows]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(m.HostingTaskLog), batch)
+        except Exception as exc:  # noqa: BLE001 — keep the rows, try again later
+            if not (is_disconnect(exc) or is_retryable(exc)):
+                log.warning("writing %d log rows failed (will retry): %s", len(batch), exc)
+            return False
+        del self._pending[: len(batch)]
+        with self._lock:
+            self._written += len(batch)
+            self._flushed.notify_all()
+        return True
+
+    def _loop(self) -> None:
+        backoff = self.interval
+        while True:
+            try:
+                self._pending.append(self.q.get(timeout=self.interval))
+            except queue.Empty:
+                pass
+            self._drain()
+            while self._pending:
+                if not self._write():
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    break
+                backoff = self.interval
+                self._drain()
+            if self._stop.is_set() and self.q.empty() and not self._pending:
+                return
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row put so far is written (True) or the timeout passes."""
+        deadline = None if timeout is None else time.time() + timeout
+        with self._lock:
+            target = self._enqueued
+            while self._written < target:
+                left = None if deadline is None else deadline - time.time()
+                if left is not None and left <= 0:
+                    return False
+                self._flushed.wait(timeout=min(left or 1.0, 1.0))
+        return True
+
+    def close(self, timeout: float | None = 30) -> None:
+        self._stop.set()
+        self.flush(timeout)
+        self.thread.join(timeout=5)
