@@ -251,7 +251,8 @@ def _show(name: str, as_json: bool, keep=lambda k: True):
 
     def show(session):
         ctx = Frontend(session).find(name)
-        hv = build_inventory(session).hosts.get(ctx.name, {})
+        inv = build_inventory(session)
+        hv = inv.effective_vars(ctx.name) if ctx.name in inv.hosts else {}
         return {"nid": ctx.nid, "name": ctx.name, "type": ctx.type, "title": ctx.title,
                 **{k: v for k, v in hv.items() if keep(k)}}
 
@@ -454,7 +455,7 @@ def inventory_cmd(list_, host, graph):
     if host:
         if host not in inv.hosts:
             raise InputError(f"no host {host!r} in the inventory")
-        click.echo(json.dumps(unsafe(inv.hosts[host]), indent=2))
+        click.echo(json.dumps(unsafe(inv.effective_vars(host)), indent=2))
     elif graph:
         click.echo(graph_of(inv))
     else:

@@ -25,9 +25,10 @@ def alias_name(uri: str) -> str:
 def site_aliases(inv: InventoryData) -> dict[str, dict]:
     """{file name: alias document} for every live site of the inventory."""
     docs: dict[str, dict] = {}
-    for hv in inv.hosts.values():
-        if hv.get("aegir_context_type") != "site":
+    for host, own in inv.hosts.items():
+        if own.get("aegir_context_type") != "site":
             continue
+        hv = inv.effective_vars(host)
         env: dict = {"root": hv["aegir_platform_root"], "uri": hv["aegir_site_uri"]}
         if hv.get("ansible_connection") != "local":
             env["host"] = hv["ansible_host"]

@@ -283,24 +283,22 @@ class Frontend:
         self.session.add(m.HostingClient(vid=vid, nid=nid, uname=uname))
         return nid
 
-    def live_site_names(self) -> dict[str, str]:
-        """Every host name a live site answers to (uris and aliases) -> that site's uri."""
-        names: dict[str, str] = {}
+    def site_owning(self, hosts: list[str]) -> dict[str, str]:
+        """Which live site answers to each of these host names (as uri or alias): {host: uri}."""
         live = (
-            select(m.Node.nid, m.Node.vid, m.Node.title)
+            select(m.Node.vid, m.Node.title)
             .join(m.HostingSite, m.HostingSite.vid == m.Node.vid)
             .where(m.Node.type == "site", m.HostingSite.status != m.SITE_DELETED)
         ).subquery()
-        for _nid, _vid, title in self.session.execute(select(live)):
-            names[title] = title
-        rows = self.session.execute(
-            select(m.HostingSiteAlias.alias, live.c.title).join(
-                live, live.c.vid == m.HostingSiteAlias.vid
-            )
-        )
-        for alias, title in rows:
-            names[alias] = title
-        return names
+        owners = {title: title for _vid, title in self.session.execute(
+            select(live).where(live.c.title.in_(hosts)))}
+        for alias, title in self.session.execute(
+            select(m.HostingSiteAlias.alias, live.c.title)
+            .join(live, live.c.vid == m.HostingSiteAlias.vid)
+            .where(m.HostingSiteAlias.alias.in_(hosts))
+        ):
+            owners.setdefault(alias, title)
+        return owners
 
     def _check_aliases(self, uri: str, aliases, redirection: str | None, own_uri: str | None = None):
         clean = []
@@ -310,7 +308,7 @@ class Frontend:
                 raise InputError(f"alias {a!r} is the site's own uri")
             if a not in clean:
                 clean.append(a)
-        taken = self.live_site_names()
+        taken = self.site_owning([uri, *clean])
         for host in [uri, *clean]:
             owner = taken.get(host)
             if owner is not None and owner != own_uri:

@@ -37,6 +37,13 @@ SERVER_VARS_INHERITED = (
 )
 
 
+# Platform variables its sites share (set on the platform's group).
+PLATFORM_VARS_INHERITED = (
+    "aegir_platform", "aegir_platform_title", "aegir_platform_root", "aegir_platform_makefile",
+    "aegir_platform_drush",
+)
+
+
 def group_name(*parts: str) -> str:
     """A valid Ansible group name: anything outside [A-Za-z0-9_] becomes '_'."""
     return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
@@ -47,12 +54,24 @@ class InventoryData:
     hosts: dict[str, dict] = field(default_factory=dict)
     groups: dict[str, dict] = field(default_factory=lambda: defaultdict(
         lambda: {"hosts": [], "children": [], "vars": {}}))
+    # host -> the groups whose variables it inherits (its server's, its platform's)
+    inherits: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, group: str, host: str) -> None:
         self.groups[group]["hosts"].append(host)
 
+    def effective_vars(self, host: str) -> dict:
+        """A host's variables as Ansible sees them: its server's and platform's group
+        variables, then its own (the inventory keeps shared values on those groups only)."""
+        merged: dict = {}
+        for gname in self.inherits.get(host, ()):
+            merged.update(self.groups[gname]["vars"])
+        merged.update(self.hosts[host])
+        return merged
+
     def to_dict(self) -> dict:
-        return {"hosts": self.hosts, "groups": {k: dict(v) for k, v in self.groups.items()}}
+        return {"hosts": self.hosts, "groups": {k: dict(v) for k, v in self.groups.items()},
+                "inherits": self.inherits}
 
 
 def _current(model):
@@ -114,6 +133,9 @@ def build_inventory(session: Session) -> InventoryData:
         name = server["name"]
         inv.hosts[name] = hv
         inv.add("aegir_servers", name)
+        server_group = inv.groups[group_name("aegir_server", name)]
+        # What its platforms and sites share is set once, on the server's group.
+        server_group["vars"] = {k: hv[k] for k in SERVER_VARS_INHERITED if k in hv}
         inv.add(group_name("aegir_server", name), name)
         inv.add(group_name("aegir_status_server", SERVER_STATUS.get(server["status"], "unknown")), name)
 
@@ -132,7 +154,7 @@ def build_inventory(session: Session) -> InventoryData:
         if server is None:  # its web server is deleted or missing: nowhere to connect
             continue
         root = (root or "").rstrip("/")
-        hv = {k: server["vars"][k] for k in SERVER_VARS_INHERITED if k in server["vars"]}
+        hv = {}
         hv.update({
             "aegir_context_type": "platform",
             "aegir_nid": nid,
@@ -148,8 +170,11 @@ def build_inventory(session: Session) -> InventoryData:
         inv.hosts[name] = hv
         inv.add("aegir_platforms", name)
         inv.add(group_name("aegir_server", server["name"]), name)
+        inv.inherits[name] = [group_name("aegir_server", server["name"])]
         inv.add(group_name("aegir_status_platform", hv["aegir_platform_status"]), name)
-        inv.groups[group_name("aegir_platform", name)]  # noqa: B018 — exists even when empty
+        # What its sites share is set once, on the platform's group (which holds its sites).
+        inv.groups[group_name("aegir_platform", name)]["vars"] = {
+            k: v for k, v in hv.items() if k in PLATFORM_VARS_INHERITED}
 
     # 6. sites (+ profile short name, client uname, backend settings)
     profile_pkg = select(m.HostingPackage.nid, m.HostingPackage.short_name).join(
@@ -175,14 +200,14 @@ def build_inventory(session: Session) -> InventoryData:
             continue
         db = servers.get(site.db_server)
         db_service = (db or {}).get("services", {}).get("db", {})
-        hv = dict(platform["vars"])
+        hv = {}
         uri = title
         status = SITE_STATUS.get(site.status, "unknown")
         hv.update({
             "aegir_context_type": "site",
             "aegir_nid": nid,
             "aegir_site_uri": uri,
-            "aegir_site_path": f"{hv['aegir_platform_root']}/sites/{uri}",
+            "aegir_site_path": f"{platform['vars']['aegir_platform_root']}/sites/{uri}",
             "aegir_site_aliases": [],
             "aegir_site_redirection": "",
             "aegir_site_profile": profile or "",
@@ -198,13 +223,13 @@ def build_inventory(session: Session) -> InventoryData:
             "aegir_site_db_port": int(db_service.get("port") or 3306),
             "aegir_site_db_name": site.db_name or _suggest_db_name(title, site.db_server, taken_db_names),
         })
-        for k in ("aegir_platform_status", "aegir_platform_verified"):
-            hv.pop(k, None)
         sites[vid] = {"name": name, "vars": hv}
         inv.hosts[name] = hv
         inv.add("aegir_sites", name)
         inv.add(group_name("aegir_server", platform["server"]["name"]), name)
         inv.add(group_name("aegir_platform", platform["name"]), name)
+        inv.inherits[name] = [group_name("aegir_server", platform["server"]["name"]),
+                              group_name("aegir_platform", platform["name"])]
         inv.add(group_name("aegir_status_site", status), name)
 
     # 7. aliases of the current site revisions

@@ -116,7 +116,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self.inventory.add_child(gname, child)
             for key, value in group.get("vars", {}).items():
                 self.inventory.set_variable(gname, key, value)
-        for host, hostvars in data["hosts"].items():
+        groups, inherits = data["groups"], data.get("inherits", {})
+        for host, own in data["hosts"].items():
+            # compose/groups/keyed_groups see the host's group-inherited variables too
+            hostvars = {}
+            for gname in inherits.get(host, ()):
+                hostvars.update(groups[gname].get("vars", {}))
+            hostvars.update(own)
             self._set_composite_vars(self.get_option("compose"), hostvars, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), hostvars, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, host, strict=strict)

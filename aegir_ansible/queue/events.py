@@ -34,8 +34,12 @@ log = logging.getLogger("aegir.queue")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
+_STARS = re.compile(r"\s\*+$")
+
+
 def clean(text: str) -> str:
-    return _ANSI.sub("", text or "").replace("\r", "").strip("\n").rstrip()
+    """The event's text without colours, carriage returns and ansible's '****' rulers."""
+    return _STARS.sub("", _ANSI.sub("", text or "").replace("\r", "").strip("\n").rstrip())
 
 
 def event_host(ev: dict) -> str | None:
@@ -68,6 +72,13 @@ def classify(ev: dict) -> str | None:
     if name == "error":
         return "error"
     if name in ("verbose", "debug"):
+        text = (ev.get("stdout") or "").lstrip()
+        if text.startswith(("[ERROR]", "ERROR!")):
+            return "error"
+        if text.startswith("[WARNING]"):
+            return "warning"
+        if text.startswith("[DEPRECATION"):
+            return "notice"
         return "info"
     return None
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import stat
@@ -70,6 +71,7 @@ class RunResult:
     status: str = ""  # ansible-runner status, or our own reason
     rc: int | None = None
     stop_reason: str | None = None  # cancel, timeout, shutdown
+    cancelled: set = field(default_factory=set)  # task nids whose cancel was requested
     tasks: dict = field(default_factory=dict)  # nid -> TaskResult
 
 
@@ -183,6 +185,7 @@ class Execution:
         self.timeout = timeout
         self.kill_grace = kill_grace
         self.stop_reason: str | None = None
+        self.cancelled: set[int] = set()
         self._term_sent_at: float | None = None
         self.pid: int | None = None
         self.result = RunResult(run, started=time.time())
@@ -310,7 +313,12 @@ class Execution:
                                   f"{playbook} does not exist.")
             return None
         (tmp / "inventory").mkdir(mode=0o700)
+        # The inventory script's own output (strings wrapped untrusted), served by a script
+        # so that ansible's script plugin reads it exactly as from aegir_inventory.py.
         _write(tmp / "inventory" / "hosts.json", json.dumps(script_output(inv)))
+        _write(tmp / "inventory" / "aegir.sh",
+               f"#!/bin/sh\nexec /bin/cat {shlex.quote(str(tmp / 'inventory' / 'hosts.json'))}\n",
+               0o700)
         if len(run.tasks) == 1:
             t = run.tasks[0]
             _write(tmp / "extravars.json", json.dumps(unsafe({
@@ -364,7 +372,7 @@ class Execution:
                     private_data_dir=str(tmp),
                     project_dir=str(self.playbooks_dir),
                     playbook=playbook,
-                    inventory=str(tmp / "inventory" / "hosts.json"),
+                    inventory=str(tmp / "inventory" / "aegir.sh"),
                     limit=",".join(hosts),
                     extravars=str(tmp / "extravars.json"),
                     envvars=env,
@@ -391,6 +399,7 @@ class Execution:
         finally:
             self.result.ended = time.time()
             self.result.stop_reason = self.stop_reason
+            self.result.cancelled = set(self.cancelled)
             shutil.rmtree(tmp, ignore_errors=True)
             self.finished.set()
 
@@ -425,7 +434,7 @@ class Execution:
                     tr.status = m.TASK_WARNING
                 else:
                     tr.status = m.TASK_SUCCESS
-                if not tr.status == m.TASK_ERROR or failed or dark or seen:
+                if seen:
                     counts = " ".join(f"{k}={(self.stats.get(k) or {}).get(host, 0)}"
                                       for k in ("ok", "changed", "failures", "dark", "skipped",
                                                 "ignored", "rescued"))

@@ -159,6 +159,14 @@ class TaskRow:
         return tt.priority if tt else 0
 
     @property
+    def order(self) -> tuple:
+        """Claim order among ready tasks of a server: servers' tasks before platforms'
+        before sites' (what a site needs is set up first), then the task type's priority
+        (lower first), then the oldest."""
+        level = {"server": 0, "platform": 1, "site": 2}.get(self.target_type or "", 3)
+        return (level, self.priority, self.nid)
+
+    @property
     def platform_wide(self) -> bool:
         tt = self.type_info
         return bool(tt and tt.platform_wide and self.target_type == "platform")
@@ -427,7 +435,7 @@ class JobManager:
         eligible = [r for r in first_per_target.values()
                     if r.server in locked and not locked[r.server][0]
                     and (r.not_before or 0) <= now]
-        eligible.sort(key=lambda r: (r.priority, r.nid))
+        eligible.sort(key=lambda r: r.order)
 
         free_by_server = {}
         for nid, (paused, conc) in locked.items():
@@ -553,7 +561,8 @@ def requeue(conn, task_nid: int, not_before: float, message: str) -> int:
     now = int(time.time())
     node = conn.execute(select(m.Node.vid, m.Node.title).where(m.Node.nid == task_nid)).first()
     old_vid, title = node
-    old = conn.execute(select(m.HostingTask).where(m.HostingTask.vid == old_vid)).scalars().first()
+    old = conn.execute(select(m.HostingTask.task_type, m.HostingTask.rid)
+                       .where(m.HostingTask.vid == old_vid)).first()
     rev = conn.execute(insert(m.NodeRevision).values(
         nid=task_nid, uid=0, title=title, log=message, timestamp=now, status=1, comment=0,
         promote=0, sticky=0))

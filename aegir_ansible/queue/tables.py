@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Index, Integer, String, Text, text
+from sqlalchemy import Double, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aegir_ansible.db.backend import BackendBase
@@ -45,8 +45,8 @@ class QueueRunner(BackendBase):
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     pid: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    started: Mapped[float] = mapped_column(Float, nullable=False, default=0)
-    heartbeat: Mapped[float] = mapped_column(Float, nullable=False, default=0)
+    started: Mapped[float] = mapped_column(Double, nullable=False, default=0)
+    heartbeat: Mapped[float] = mapped_column(Double, nullable=False, default=0)
     # running, stopping, stopped, lost
     state: Mapped[str] = mapped_column(String(16), nullable=False, default="running")
     servers: Mapped[str] = mapped_column(Text, nullable=False, default="")
@@ -57,12 +57,12 @@ class QueueTask(BackendBase):
     __tablename__ = "aegir_ansible_task"
     nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     # Not run before this unix time (0: as soon as possible).
-    not_before: Mapped[float] = mapped_column(Float, nullable=False, default=0, server_default=text("0"))
+    not_before: Mapped[float] = mapped_column(Double, nullable=False, default=0, server_default=text("0"))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
     # While running: the revision being run, the runner holding it, when it was claimed.
     vid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     runner_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    claimed_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     # Tasks run together (one playbook run, coalesced) share a run id.
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested: Mapped[int] = mapped_column(Integer, nullable=False, default=0,

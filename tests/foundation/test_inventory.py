@@ -55,7 +55,7 @@ def test_hosts_groups_and_variables(realistic):
     assert "platform_Drupal7" in web1 and "site002.example.org" in web1
     assert "site002.example.org" in groups["aegir_platform_platform_Drupal7"]["hosts"]
 
-    site = inv.hosts["site000.example.org"]  # platform D10 A on the local master
+    site = inv.effective_vars("site000.example.org")  # platform D10 A on the local master
     assert site["ansible_connection"] == "local"
     assert site["aegir_site_aliases"] == ["alt000.example.com", "www.site000.example.org"]
     assert site["aegir_site_redirection"] == "site000.example.org"
@@ -67,12 +67,16 @@ def test_hosts_groups_and_variables(realistic):
     assert site["aegir_site_cron_interval"] == 900 and site["aegir_site_cron_key"]
     assert site["aegir_site_db_name"] == "site000exampleor"
 
-    remote = inv.hosts["site002.example.org"]  # platform D7 on web1, over SSH
+    remote = inv.effective_vars("site002.example.org")  # platform D7 on web1, over SSH
     assert (remote["ansible_connection"], remote["ansible_host"], remote["ansible_port"],
             remote["ansible_user"]) == ("ssh", "10.0.0.11", 2222, "aegir")
     assert remote["aegir_http_service"] == "apache"
     assert remote["aegir_http_test_cmd"] == ["apache2ctl", "configtest"]
 
+    # shared values live once on the server's and platform's groups
+    assert "ansible_host" not in inv.hosts["site002.example.org"]
+    assert inv.groups["aegir_server_server_web1examplenet"]["vars"]["ansible_port"] == 2222
+    assert inv.groups["aegir_platform_platform_Drupal7"]["vars"]["aegir_platform_root"] == "/var/aegir/platforms/d7"
     db1 = inv.hosts["server_db1examplenet"]
     assert db1["aegir_db_admin_password"] == "s3cret-db1" and "aegir_http_service" in db1
     # every value is a plain JSON type (Decimal/ORM objects break inventory plugins)
@@ -110,6 +114,8 @@ def test_script_strings_are_unsafe(realistic):
     assert hv["aegir_site_uri"] == {"__ansible_unsafe": "site000.example.org"}
     assert hv["aegir_site_aliases"][0] == {"__ansible_unsafe": "alt000.example.com"}
     assert hv["aegir_site_cron_interval"] == 900
+    group_vars = out["aegir_server_server_web1examplenet"]["vars"]
+    assert group_vars["aegir_http_test_cmd"][0] == {"__ansible_unsafe": "apache2ctl"}
 
 
 def ansible(cmd: str, *args, env=None, cwd=REPO, check=True):

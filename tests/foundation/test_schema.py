@@ -57,9 +57,9 @@ def test_existing_hostmaster_database_works_unchanged(mysql_server_url, tmp_path
             fe.add_platform("D10", "/var/aegir/platforms/d10", "server_master", queue_verify=False)
             fe.add_site("new.example.net", "platform_D10", queue_install=False)
             inv = build_inventory(s)
-            assert inv.hosts["new.example.net"]["aegir_site_db_server"] == "server_master"
+            assert inv.effective_vars("new.example.net")["aegir_site_db_server"] == "server_master"
             assert inv.hosts["hostmaster"]["aegir_site_db_name"] == "aegirexamplenet"
-            assert inv.hosts["hostmaster"]["aegir_http_test_cmd"] == ["nginx", "-t"]
+            assert inv.effective_vars("hostmaster")["aegir_http_test_cmd"] == ["nginx", "-t"]
             assert inv.hosts["server_master"]["aegir_db_admin_user"] == "aegir_root"
             fe.add_task("verify", "hostmaster")
         eng.dispose()

@@ -1,0 +1,318 @@
+"""Writing a run's outcome back the way hostmaster expects it.
+
+For each task: the final `task_status` (1 success, 2 error, 3 warning; a cancelled task is
+3 with a "Task was cancelled." line, as hostmaster's own cancel does), `delta`, the
+closing log lines, and the entity updates hostmaster's `hook_post_hosting_TYPE_task()` /
+`hook_hosting_TYPE_task_rollback()` would make. All of a task's changes are one
+transaction, and they happen only if the task is still held by this runner (a task a
+reaper has already failed is left alone).
+
+Entity updates are a table-driven registry: `@on(object_type, task_type, when)` adds a
+hook; `when` is "success" (the task succeeded, with or without warnings) or "failure".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from aegir_ansible.db import models as m
+from aegir_ansible.tasks import TASK_TYPES
+
+from . import jobs
+from .execution import RunResult, TaskResult
+from .jobs import JobManager, Settings, TaskRow
+
+log = logging.getLogger("aegir.queue")
+
+HOOKS: dict[tuple[str, str, str], list] = defaultdict(list)
+
+
+def on(object_type: str, task_type: str, when: str = "success"):
+    def register(fn):
+        HOOKS[(object_type, task_type, when)].append(fn)
+        return fn
+
+    return register
+
+
+@dataclass
+class HookContext:
+    conn: object
+    task: TaskRow
+    result: TaskResult
+    now: int
+
+    @property
+    def target_vid(self) -> int | None:
+        return self.conn.execute(select(m.Node.vid).where(m.Node.nid == self.task.rid)).scalar()
+
+    def update_target(self, model, **values) -> None:
+        vid = self.target_vid
+        if vid is not None:
+            self.conn.execute(update(model).where(model.vid == vid).values(**values))
+
+    def current(self, column):
+        vid = self.target_vid
+        return self.conn.execute(select(column).where(column.class_.vid == vid)).scalar()
+
+    def remove_context(self) -> None:
+        self.conn.execute(delete(m.HostingContext).where(m.HostingContext.nid == self.task.rid))
+
+
+# -- sites -------------------------------------------------------------------------------
+
+def _db_name(ctx: HookContext) -> dict:
+    """The db name the run used, when the site has none recorded yet."""
+    used = ctx.result.result.get("db_name") or ctx.result.facts.get("aegir_site_db_name")
+    if used and not ctx.current(m.HostingSite.db_name):
+        return {"db_name": str(used)[:64]}
+    return {}
+
+
+@on("site", "install")
+def _site_installed(ctx):
+    ctx.update_target(m.HostingSite, status=m.SITE_ENABLED, verified=ctx.now, **_db_name(ctx))
+
+
+@on("site", "verify")
+def _site_verified(ctx):
+    ctx.update_target(m.HostingSite, verified=ctx.now, **_db_name(ctx))
+
+
+@on("site", "verify", "failure")
+def _site_verify_failed(ctx):
+    ctx.update_target(m.HostingSite, verified=0)
+
+
+@on("site", "disable")
+def _site_disabled(ctx):
+    ctx.update_target(m.HostingSite, status=m.SITE_DISABLED)
+
+
+@on("site", "enable")
+def _site_enabled(ctx):
+    ctx.update_target(m.HostingSite, status=m.SITE_ENABLED)
+
+
+@on("site", "delete")
+def _site_deleted(ctx):
+    ctx.update_target(m.HostingSite, status=m.SITE_DELETED)
+    ctx.conn.execute(delete(m.HostingPackageInstance).where(
+        m.HostingPackageInstance.rid == ctx.task.rid))
+    ctx.remove_context()
+
+
+@on("site", "backup")
+def _site_backup(ctx):
+    """A backup playbook reports {backup_file, backup_size} through set_stats."""
+    r = ctx.result.result
+    if r.get("backup_file"):
+        ctx.conn.execute(insert(m.HostingSiteBackup).values(
+            site=ctx.task.rid, web_server=ctx.task.server or 0,
+            description=str(r.get("description") or "Generated on request"),
+            filename=str(r["backup_file"]), size=int(r.get("backup_size") or 0),
+            timestamp=ctx.now))
+
+
+# -- platforms ---------------------------------------------------------------------------
+
+@on("platform", "verify")
+def _platform_verified(ctx):
+    locked = ctx.current(m.HostingPlatform.status) == m.PLATFORM_LOCKED
+    ctx.update_target(m.HostingPlatform, verified=ctx.now,
+                      status=m.PLATFORM_LOCKED if locked else m.PLATFORM_ENABLED)
+
+
+@on("platform", "lock")
+def _platform_locked(ctx):
+    ctx.update_target(m.HostingPlatform, status=m.PLATFORM_LOCKED)
+
+
+@on("platform", "unlock")
+def _platform_unlocked(ctx):
+    ctx.update_target(m.HostingPlatform, status=m.PLATFORM_ENABLED)
+
+
+@on("platform", "delete")
+def _platform_deleted(ctx):
+    ctx.update_target(m.HostingPlatform, status=m.PLATFORM_DELETED)
+    ctx.remove_context()
+
+
+# -- servers -----------------------------------------------------------------------------
+
+@on("server", "verify")
+def _server_verified(ctx):
+    ctx.update_target(m.HostingServer, status=m.SERVER_ENABLED, verified=ctx.now)
+    # As hostmaster: verify every live platform on this web server.
+    from aegir_ansible.frontend import Frontend
+
+    names = ctx.conn.execute(
+        select(m.HostingContext.name)
+        .join(m.Node, m.Node.nid == m.HostingContext.nid)
+        .join(m.HostingPlatform, m.HostingPlatform.vid == m.Node.vid)
+        .where(m.HostingPlatform.web_server == ctx.task.rid,
+               m.HostingPlatform.status != m.PLATFORM_DELETED)
+        .order_by(m.Node.nid)
+    ).scalars().all()
+    # ... unless a verify of that platform is already waiting (hosting_task_outstanding).
+    waiting = set(ctx.conn.execute(
+        select(m.HostingContext.name)
+        .join(m.HostingTask, m.HostingTask.rid == m.HostingContext.nid)
+        .join(m.Node, m.Node.vid == m.HostingTask.vid)
+        .where(m.HostingContext.name.in_(names), m.HostingTask.task_type == "verify",
+               m.HostingTask.task_status == m.TASK_QUEUED)
+    ).scalars()) if names else set()
+    names = [n for n in names if n not in waiting]
+    if names:
+        with Session(bind=ctx.conn) as session:
+            fe = Frontend(session, uid=0)
+            for name in names:
+                fe.add_task("verify", name)
+            session.flush()
+
+
+@on("server", "delete")
+def _server_deleted(ctx):
+    ctx.update_target(m.HostingServer, status=m.SERVER_DELETED)
+    ctx.remove_context()
+
+
+# -- recording ---------------------------------------------------------------------------
+
+def final_status(res: RunResult, tr: TaskResult, settings: Settings) -> tuple[int, list[tuple]]:
+    """The status to record and the closing log lines (type, message)."""
+    reason = res.stop_reason
+    took = int(res.ended - res.started)
+    if reason == "cancel" and tr.task.nid not in res.cancelled:
+        reason = "interrupted"
+    if reason == "interrupted":
+        others = ", ".join(str(n) for n in sorted(res.cancelled))
+        return m.TASK_WARNING, [("warning", "Task was cancelled: it ran in one playbook run "
+                                            f"with task {others}, whose cancel was requested.")]
+    if reason == "cancel":
+        return m.TASK_WARNING, [("warning", "Task was cancelled.")]
+    if reason == "timeout":
+        return m.TASK_ERROR, [("error", f"Task timed out after {took} seconds (task_timeout "
+                                        f"{settings.task_timeout}): the playbook and its "
+                                        "processes were stopped.")]
+    if reason == "shutdown":
+        return m.TASK_WARNING, [("warning", "Task was cancelled: the queue runner was stopped and "
+                                            f"the task did not finish within {settings.shutdown_grace:g} "
+                                            "seconds.")]
+    if tr.status == m.TASK_ERROR:
+        return m.TASK_ERROR, [("error", f"Task failed after {took} seconds.")]
+    if tr.status == m.TASK_WARNING:
+        return m.TASK_WARNING, [("warning", f"Task finished with warnings after {took} seconds.")]
+    return m.TASK_SUCCESS, [("success", f"Task completed successfully in {took} seconds.")]
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    return settings.retry_backoff * (2 ** max(0, attempts - 1))
+
+
+def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -> None:
+    """Write every task's outcome (one transaction per task, retried on conflicts)."""
+    for nid, tr in res.tasks.items():
+        jm.tx(lambda conn, tr=tr: _record_task(conn, jm, runner_id, res, tr, settings),
+              f"outcome of task {nid}")
+
+
+def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: Settings) -> None:
+    task = tr.task
+    now = int(time.time())
+    if not jm.still_mine(conn, runner_id, task):
+        log.warning("task %s is no longer held by this runner: its outcome is not recorded",
+                    task.nid)
+        return
+    status, lines = final_status(res, tr, settings)
+    jobs.add_log(conn, [jobs.log_row(task, t, msg, now) for t, msg in lines])
+    conn.execute(update(m.HostingTask).where(m.HostingTask.vid == task.vid).values(
+        task_status=status, delta=max(0, int(res.ended - res.started))))
+    tt = TASK_TYPES.get(task.task_type or "")
+    succeeded = status in (m.TASK_SUCCESS, m.TASK_WARNING) and not res.stop_reason
+    when = "success" if succeeded else "failure"
+    for hook in HOOKS.get((task.target_type, task.task_type, when), []):
+        hook(HookContext(conn, task, tr, now))
+    attempts = task.attempts or 1
+    requeue = False
+    cancelled = res.stop_reason == "cancel" and task.nid in res.cancelled
+    if tt and tt.safe_to_repeat and not succeeded and not cancelled:
+        if res.stop_reason == "shutdown":
+            requeue, not_before, why = True, now, "the runner was stopped"
+        elif res.stop_reason == "cancel" and task.nid not in res.cancelled:
+            requeue, not_before, why = True, now, "another task of its batch was cancelled"
+        elif attempts < settings.retry_max_attempts:
+            delay = retry_delay(settings, attempts)
+            requeue, not_before, why = True, now + delay, f"attempt {attempts} failed"
+    if requeue:
+        jobs.requeue(conn, task.nid, not_before,
+                     f"Task queued again ({why}; it is safe to repeat): attempt {attempts + 1} "
+                     f"not before {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(not_before))}.")
+    else:
+        jobs.release(conn, task.nid, last_error=None if succeeded else lines[-1][1][:1000])
+
+
+def fail_malformed(jm: JobManager, runner_id: str, run, message: str) -> None:
+    task = run.tasks[0]
+
+    def fn(conn):
+        if not jm.still_mine(conn, runner_id, task):
+            return
+        now = int(time.time())
+        jobs.add_log(conn, [jobs.log_row(task, "error", message, now)])
+        conn.execute(update(m.HostingTask).where(m.HostingTask.vid == task.vid)
+                     .values(task_status=m.TASK_ERROR, delta=0))
+        jobs.release(conn, task.nid, last_error=message[:1000])
+
+    jm.tx(fn, f"failing malformed task {task.nid}")
+
+
+def reap(jm: JobManager, settings: Settings, exclude: str | None = None) -> list[int]:
+    """Fail the tasks of runners whose heartbeat is stale ("runner lost"); re-queue those of
+    types safe to repeat. Returns the task nids handled."""
+    from .tables import QueueRunner, QueueTask
+
+    handled = []
+    for runner_id, hostname, heartbeat in jm.lost_runners(settings.runner_lost_after, exclude):
+        def fn(conn, runner_id=runner_id, heartbeat=heartbeat, hostname=hostname):
+            row = conn.execute(select(QueueRunner.state, QueueRunner.heartbeat)
+                               .where(QueueRunner.id == runner_id)
+                               .with_for_update(skip_locked=True)).first()
+            if row is None or row[0] not in ("running", "stopping") or \
+                    row[1] >= time.time() - settings.runner_lost_after:
+                return []
+            conn.execute(update(QueueRunner).where(QueueRunner.id == runner_id).values(state="lost"))
+            tasks = jobs._rows(conn.execute(
+                jobs.target_query(-1).where(QueueTask.runner_id == runner_id)))
+            now = int(time.time())
+            done = []
+            for task in tasks:
+                ago = int(time.time() - heartbeat)
+                msg = (f"Runner lost: the queue runner {runner_id} on {hostname} stopped sending "
+                       f"heartbeats {ago} seconds ago while this task ran; its outcome is unknown "
+                       "and the task is marked failed.")
+                jobs.add_log(conn, [jobs.log_row(task, "error", msg, now)])
+                executed = conn.execute(select(m.HostingTask.executed)
+                                        .where(m.HostingTask.vid == task.vid)).scalar() or now
+                conn.execute(update(m.HostingTask).where(m.HostingTask.vid == task.vid)
+                             .values(task_status=m.TASK_ERROR, delta=max(0, now - executed)))
+                tt = TASK_TYPES.get(task.task_type or "")
+                attempts = task.attempts or 1
+                if tt and tt.safe_to_repeat and attempts < settings.retry_max_attempts:
+                    jobs.requeue(conn, task.nid, now,
+                                 f"Task queued again (its runner was lost; it is safe to repeat): "
+                                 f"attempt {attempts + 1}.")
+                else:
+                    jobs.release(conn, task.nid, last_error=msg[:1000])
+                done.append(task.nid)
+            return done
+
+        handled += jm.tx(fn, f"reaping runner {runner_id}") or []
+    return handled

@@ -1,0 +1,241 @@
+"""The worker loop: heartbeat, reap lost runners, honour cancel requests, claim, run.
+
+The main thread never runs a playbook: each run has its own thread (ansible-playbook is a
+child process), and records its own outcome when it ends, retrying while the database is
+unreachable so that no outcome is lost across a database restart. Log rows go through
+one batching writer thread.
+
+Signals: SIGTERM or SIGINT stops claiming; running tasks get `shutdown_grace` seconds to
+finish, then they are cancelled (tasks safe to repeat are queued again). A second SIGINT
+cancels at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from aegir_ansible import paths
+
+from . import outcome
+from .events import LogWriter
+from .execution import Execution
+from .jobs import JobManager, QueueError, Run, Settings, check_database
+
+log = logging.getLogger("aegir.queue")
+
+
+def default_playbooks_dir() -> Path:
+    return Path(os.environ.get("AEGIR_PLAYBOOKS_DIR") or paths.playbooks_dir())
+
+
+class Worker:
+    def __init__(self, engine: Engine, *, servers: list[str] | None = None, concurrency: int = 4,
+                 once: bool = False, playbooks_dir: str | Path | None = None,
+                 batch_size: int | None = None, grace: float | None = None,
+                 install_signals: bool = True):
+        self.engine = engine
+        self.jm = JobManager(engine)
+        self.server_names = list(servers or [])
+        self.server_nids: list[int] | None = None
+        self.concurrency = max(1, int(concurrency))
+        self.once = once
+        self.playbooks_dir = Path(playbooks_dir) if playbooks_dir else default_playbooks_dir()
+        own_cfg = self.playbooks_dir / "ansible.cfg"
+        self.ansible_cfg = own_cfg if own_cfg.is_file() else paths.playbooks_dir() / "ansible.cfg"
+        self.batch_size = batch_size
+        self.grace = grace
+        self.install_signals = install_signals
+        self.runner_id: str | None = None
+        self.active: dict[str, Execution] = {}
+        self._lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stop_requested_at: float | None = None
+        self.hard_stop = False
+        self.settings: Settings | None = None
+        self.stats = {"runs": 0, "tasks": 0, "claims": 0, "claim_seconds": 0.0}
+
+    # -- control -----------------------------------------------------------------------
+
+    def request_stop(self, hard: bool = False) -> None:
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.time()
+            log.info("stop requested: no new tasks; waiting for %d running run(s)", len(self.active))
+        if hard:
+            self.hard_stop = True
+        self.wake.set()
+
+    def _signal(self, signum, _frame) -> None:
+        self.request_stop(hard=signum == signal.SIGINT and self.stop_requested_at is not None)
+
+    def _resolve_servers(self) -> None:
+        if not self.server_names:
+            return
+        from sqlalchemy.orm import Session
+
+        from aegir_ansible.frontend import Frontend
+
+        with Session(self.engine) as session:
+            fe = Frontend(session)
+            self.server_nids = [fe.find(n, types=("server",)).nid for n in self.server_names]
+
+    def _effective(self, settings: Settings) -> Settings:
+        values = dict(settings.values)
+        if self.batch_size is not None:
+            values["batch_size"] = self.batch_size
+        if self.grace is not None:
+            values["shutdown_grace"] = self.grace
+        return Settings(values)
+
+    # -- runs --------------------------------------------------------------------------
+
+    def _start(self, run: Run, settings: Settings) -> None:
+        ex = Execution(run, self.engine, self.writer, self.playbooks_dir,
+                       timeout=settings.task_timeout, kill_grace=settings.kill_grace,
+                       ansible_cfg=self.ansible_cfg)
+        with self._lock:
+            self.active[run.run_id] = ex
+        names = ", ".join(f"{t.nid} ({t.target_name})" for t in run.tasks)
+        log.info("run %s: %s on %s", run.run_id[:8], run.task_type, names)
+        threading.Thread(target=self._run_thread, args=(ex, settings), daemon=True,
+                         name=f"aegir-run-{run.run_id[:8]}").start()
+
+    def _run_thread(self, ex: Execution, settings: Settings) -> None:
+        try:
+            res = ex.execute()
+            self.writer.flush()
+            self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings),
+                         f"run {ex.run.run_id[:8]}")
+            log.info("run %s: finished (%s) in %.1fs", ex.run.run_id[:8],
+                     res.stop_reason or res.status, res.ended - res.started)
+            self.stats["runs"] += 1
+            self.stats["tasks"] += len(ex.run.tasks)
+        except Exception:  # noqa: BLE001
+            log.exception("run %s crashed", ex.run.run_id)
+        finally:
+            with self._lock:
+                self.active.pop(ex.run.run_id, None)
+            self.wake.set()
+
+    def _record(self, fn, what: str) -> None:
+        """Retry until the database takes it: an outcome is never dropped."""
+        delay = 0.5
+        while True:
+            try:
+                fn()
+                return
+            except SQLAlchemyError as exc:
+                log.warning("%s: recording failed (%s); retrying in %.1fs", what,
+                            str(exc).splitlines()[0], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        desc = check_database(self.engine)
+        log.info("database: %s", desc)
+        self._resolve_servers()
+        self.runner_id = self.jm.register_runner(self.server_nids, self.concurrency)
+        log.info("runner %s started (concurrency %d%s)", self.runner_id, self.concurrency,
+                 f", servers {', '.join(self.server_names)}" if self.server_names else "")
+        old = {}
+        if self.install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, self._signal)
+        self.writer = LogWriter(self.engine)
+        try:
+            self._loop()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self.writer.close()
+            try:
+                self.jm.stop_runner(self.runner_id)
+            except SQLAlchemyError:
+                pass
+            log.info("runner %s stopped", self.runner_id)
+        return 0
+
+    def _loop(self) -> None:
+        last_hb = 0.0
+        db_ok_since: float | None = time.time()
+        backoff = 0.5
+        settings = None
+        while True:
+            now = time.time()
+            try:
+                settings = self._effective(self.jm.settings())
+                self.settings = settings
+                if db_ok_since is None:
+                    db_ok_since = now
+                    log.info("database reachable again")
+                if now - last_hb >= settings.heartbeat_interval:
+                    state = self.jm.heartbeat(self.runner_id,
+                                              "stopping" if self.stop_requested_at else None)
+                    if state == "lost":
+                        log.error("this runner was declared lost by another runner")
+                    last_hb = now
+                    # Reap others only after being connected a full period ourselves, so a
+                    # database outage is not mistaken for dead runners.
+                    if now - db_ok_since >= settings.runner_lost_after:
+                        reaped = outcome.reap(self.jm, settings, exclude=self.runner_id)
+                        if reaped:
+                            log.warning("failed %d task(s) of lost runners: %s", len(reaped), reaped)
+                for nid in self.jm.cancel_requests(self.runner_id):
+                    with self._lock:
+                        for ex in self.active.values():
+                            if any(t.nid == nid for t in ex.run.tasks):
+                                ex.cancelled.add(nid)
+                                ex.stop("cancel")
+                claimed = []
+                if self.stop_requested_at is None:
+                    with self._lock:
+                        slots = self.concurrency - len(self.active)
+                    if slots > 0:
+                        t0 = time.time()
+                        claimed = self.jm.claim(self.runner_id, slots, settings, self.server_nids)
+                        self.stats["claims"] += 1
+                        self.stats["claim_seconds"] += time.time() - t0
+                    for run in claimed:
+                        if run.problem:
+                            log.warning("task %s is malformed: %s", run.tasks[0].nid, run.problem)
+                            self._record(lambda run=run: outcome.fail_malformed(
+                                self.jm, self.runner_id, run, run.problem),
+                                f"task {run.tasks[0].nid}")
+                        else:
+                            self._start(run, settings)
+                backoff = 0.5
+            except QueueError:
+                raise
+            except SQLAlchemyError as exc:
+                if db_ok_since is not None:
+                    log.warning("database unreachable: %s", str(exc).splitlines()[0])
+                db_ok_since = None
+                claimed = None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            with self._lock:
+                active = len(self.active)
+            if self.stop_requested_at is not None:
+                grace = settings.shutdown_grace if settings else 60.0
+                if active == 0:
+                    return
+                if self.hard_stop or time.time() - self.stop_requested_at > grace:
+                    with self._lock:
+                        for ex in self.active.values():
+                            ex.stop("shutdown")
+            elif self.once and active == 0 and claimed == []:
+                return
+            interval = settings.poll_interval if settings else 1.0
+            if claimed:
+                interval = 0  # more may be ready at once
+            self.wake.wait(timeout=interval)
+            self.wake.clear()
