@@ -132,7 +132,7 @@ def bench_inventory(db: Database, size: dict, repeat: int, workdir: Path) -> lis
 
     # The identical inventory as a static YAML file: Ansible parsing a file is the floor.
     listing = json.loads(run_child([str(BIN / "ansible-inventory"), "-i",
-                                    "playbooks/aegir_inventory.py", "--list"],
+                                    "playbooks/aegir_inventory.py", "--list", "--export"],
                                    env={"AEGIR_DB_URL": db.url})[2])
     static = workdir / f"static-{db.kind}.yml"
     _write_static_yaml(listing, static)
@@ -180,6 +180,8 @@ def _write_static_yaml(listing: dict, path: Path) -> None:
             hosts[h] = None if h in seen else (conv(hostvars.get(h, {})) or None)  # vars once
             seen.add(h)
         children[gname] = {"hosts": hosts}
+        if group.get("vars"):
+            children[gname]["vars"] = conv(group["vars"])
     path.write_text(yaml.dump({"all": {"children": children}}, Dumper=yaml.CSafeDumper,
                               default_flow_style=False, sort_keys=False))
 
