@@ -210,12 +210,13 @@ def _json_list(value, what):
 @click.option("--http-reload-cmd", help="JSON argv list that reloads the web server.")
 @click.option("--php-fastcgi", default="unix:/run/php/php-fpm.sock", show_default=True)
 @click.option("--db-grant-host", help="Host the db servers see this web server as.")
+@click.option("--db-host", help="Where this server's db service listens (default: its address).")
 @click.option("--no-verify", is_flag=True, help="Do not queue a verify task.")
 @db_option
 def server_add(hostname, name, http, http_port, db_service, db_port, db_user, db_password_file,
                ips, local, address, ssh_user, ssh_port, ssh_key, python_interpreter, aegir_root,
                script_user, web_group, listen_address, http_test_cmd, http_reload_cmd,
-               php_fastcgi, db_grant_host, no_verify):
+               php_fastcgi, db_grant_host, db_host, no_verify):
     """Add a server."""
     password = ""
     if db_password_file:
@@ -234,7 +235,7 @@ def server_add(hostname, name, http, http_port, db_service, db_port, db_user, db
         python_interpreter=python_interpreter, aegir_root=aegir_root, script_user=script_user,
         web_group=web_group, http_listen_address=listen_address, http_test_cmd=test_cmd,
         http_reload_cmd=reload_cmd, php_fastcgi=php_fastcgi, db_grant_host=db_grant_host,
-        queue_verify=not no_verify))
+        db_host=db_host, queue_verify=not no_verify))
     click.echo(f"server {nid} added")
 
 

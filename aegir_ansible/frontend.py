@@ -159,6 +159,7 @@ class Frontend:
         http_reload_cmd: list[str] | None = None,
         php_fastcgi: str = "unix:/run/php/php-fpm.sock",
         db_grant_host: str | None = None,
+        db_host: str | None = None,
         queue_verify: bool = True,
     ) -> int:
         import ipaddress
@@ -214,7 +215,7 @@ class Frontend:
                 http_listen_address=http_listen_address,
                 http_test_cmd=json.dumps(http_test_cmd) if http_test_cmd else None,
                 http_reload_cmd=json.dumps(http_reload_cmd) if http_reload_cmd else None,
-                php_fastcgi=php_fastcgi, db_grant_host=db_grant_host,
+                php_fastcgi=php_fastcgi, db_grant_host=db_grant_host, db_host=db_host,
             )
         )
         self.session.flush()

@@ -311,7 +311,7 @@ def _server_vars(server: dict) -> dict:
         user, passwd = server.get("db_admin", ("", ""))
         hv.update({
             "aegir_db_service": db["type"],
-            "aegir_db_host": address,
+            "aegir_db_host": s.db_host or address,
             "aegir_db_port": int(db["port"] or 3306),
             "aegir_db_admin_user": user,
             "aegir_db_admin_password": passwd,

@@ -52,6 +52,8 @@ class ServerSettings(BackendBase):
         Text, nullable=False, default="unix:/run/php/php-fpm.sock"
     )
     db_grant_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Where this server's db service listens, as web servers reach it (default: address).
+    db_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     def http_commands(self, http_type: str) -> tuple[list[str], list[str]]:
         test_default, reload_default = DEFAULT_HTTP_COMMANDS.get(http_type, ([], []))
