@@ -506,6 +506,7 @@ class JobManager:
             else:
                 claimed_nids_new.append(dict(nid=r.nid, not_before=0, attempts=1, **values))
             r.task_status = m.TASK_PROCESSING
+            r.attempts = (r.attempts or 0) + 1 if r.has_queue_row else 1
             r.runner_id = runner_id
             r.run_id = run.run_id
         for nid, values in claimed_old:

@@ -1,0 +1,166 @@
+"""Claiming: per-server queues and the rules on what may run together (no playbooks)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aegir_ansible.db import models as m
+from aegir_ansible.queue import admin
+from aegir_ansible.queue.jobs import JobManager, check_database, skip_locked_problem
+
+from .conftest import configure
+
+
+def claim(world, slots=10, servers=None, runner="r1"):
+    jm = JobManager(world.engine)
+    return jm.claim(runner, slots, jm.settings(), servers)
+
+
+def nids(runs):
+    return sorted(t.nid for r in runs for t in r.tasks)
+
+
+@pytest.fixture
+def two_servers(world):
+    world.server("web.local")
+    world.server("web2.local")
+    world.platform("P1", "server_weblocal")
+    world.platform("P2", "server_web2local")
+    for uri, plat in [("a.test", "platform_P1"), ("b.test", "platform_P1"),
+                      ("c.test", "platform_P2"), ("d.test", "platform_P2")]:
+        world.site(uri, plat)
+    return world
+
+
+def test_each_server_has_its_own_queue(two_servers):
+    w = two_servers
+    t = [w.task("install", u) for u in ("a.test", "b.test", "c.test", "d.test")]
+    runs = claim(w)
+    # server_concurrency defaults to 1: one run per server, the oldest task of each.
+    assert nids(runs) == [t[0], t[2]]
+    assert {r.server for r in runs} == {w.row(m.HostingPlatform, w.write(lambda fe: fe.find("platform_P1").nid)).web_server,
+                                        w.row(m.HostingPlatform, w.write(lambda fe: fe.find("platform_P2").nid)).web_server}
+    for nid in (t[0], t[2]):
+        row = w.task_row(nid)
+        assert row.task_status == m.TASK_PROCESSING and row.executed > 0
+    assert claim(w, runner="r2") == []  # both servers busy
+    web2 = w.write(lambda fe: fe.find("server_web2local").nid)
+    admin.set_server(w.engine, "server_web2local", concurrency=2)
+    runs = claim(w, runner="r2", servers=[web2])
+    assert nids(runs) == [t[3]]
+
+
+def test_never_two_tasks_on_one_site(two_servers):
+    w = two_servers
+    configure(w.url, server_concurrency=5)
+    first = w.task("verify", "a.test")
+    second = w.task("disable", "a.test")
+    other = w.task("verify", "b.test")
+    assert nids(claim(w, slots=5)) == [first, other]
+    assert claim(w, slots=5, runner="r2") == []
+    assert w.status(second) == m.TASK_QUEUED
+
+
+def test_platform_wide_tasks_exclude_site_tasks(two_servers):
+    w = two_servers
+    configure(w.url, server_concurrency=5)
+    lock = w.task("lock", "platform_P1")
+    site_task = w.task("verify", "a.test")
+    assert nids(claim(w)) == [lock]  # the site task waits for the platform-wide task
+    assert claim(w) == []
+    # ... and a running site task holds back a platform-wide task of its platform
+    w2 = w.task("verify", "c.test")
+    assert nids(claim(w)) == [w2]
+    delete = w.task("delete", "platform_P2")
+    assert claim(w) == []
+    assert w.status(site_task) == w.status(delete) == m.TASK_QUEUED
+
+
+def test_order_and_fifo_per_target(two_servers):
+    w = two_servers
+    configure(w.url, server_concurrency=10, batch_size=1)
+    v = w.task("verify", "a.test")        # priority 40
+    i = w.task("install", "b.test")       # priority 20
+    e = w.task("enable", "a.test")        # waits behind v (same target, FIFO)
+    p = w.task("verify", "platform_P1")   # platform before sites
+    runs = claim(w, slots=10)
+    order = [r.tasks[0].nid for r in runs]
+    assert order == [p, i, v]
+    assert w.status(e) == m.TASK_QUEUED
+
+
+def test_not_before_pause_and_disable(two_servers):
+    w = two_servers
+    t = w.task("verify", "a.test")
+    admin.defer(w.engine, t, time.time() + 3600)
+    assert claim(w) == []
+    admin.defer(w.engine, t, time.time() - 1)
+    admin.set_server(w.engine, "server_weblocal", paused=True)
+    assert claim(w) == []
+    admin.set_server(w.engine, "server_weblocal", paused=False)
+    admin.set_setting(w.engine, "enabled", "0")
+    assert claim(w) == []
+    admin.set_setting(w.engine, "enabled", "1")
+    assert nids(claim(w)) == [t]
+
+
+def test_verify_tasks_are_coalesced(two_servers):
+    w = two_servers
+    configure(w.url, batch_size=1)
+    a, b, c = w.task("verify", "a.test"), w.task("verify", "b.test"), w.task("verify", "c.test")
+    assert sorted(nids([r]) for r in claim(w)) == [[a], [c]]  # no batching, one run per server
+    w2 = type(w)(w.url)
+    configure(w.url, batch_size=2)
+    d, e = w.task("verify", "d.test"), w.task("install", "b.test")
+    runs = claim(w2, runner="r2")
+    assert runs == []  # both servers are busy with one run each
+    # a fresh database state: release the runs as if they ended
+    from aegir_ansible.queue.tables import QueueTask
+    with w.Session() as s, s.begin():
+        for nid in (a, c):
+            s.get(m.HostingTask, s.get(m.Node, nid).vid).task_status = m.TASK_SUCCESS
+            s.get(QueueTask, nid).runner_id = None
+    runs = claim(w2, runner="r2")
+    # b's verify was queued before the install on b (FIFO per target); d on server 2
+    assert sorted(nids([r]) for r in runs) == [[b], [d]]
+    assert w.status(e) == m.TASK_QUEUED
+    w2.close()
+
+
+def test_batches_take_several_sites(two_servers):
+    w = two_servers
+    a, b = w.task("verify", "a.test"), w.task("verify", "b.test")
+    c, d = w.task("verify", "c.test"), w.task("verify", "d.test")
+    runs = claim(w)
+    assert sorted(nids([r]) for r in runs) == [[a, b], [c, d]]
+    assert all(len({t.run_id for t in r.tasks}) == 1 for r in runs)
+
+
+def test_malformed_rows_are_claimed_to_be_failed(two_servers):
+    w = two_servers
+    ok = w.task("verify", "a.test")
+    unknown = w.task("verify", "b.test")
+    missing = w.task("verify", "c.test")
+    deleted = w.task("verify", "d.test")
+    with w.Session() as s, s.begin():
+        s.get(m.HostingTask, s.get(m.Node, unknown).vid).task_type = "frobnicate"
+        s.get(m.HostingTask, s.get(m.Node, missing).vid).rid = 999999
+        d = w.write(lambda fe: fe.find("d.test"))
+        s.get(m.HostingSite, d.vid).status = m.SITE_DELETED
+    runs = claim(w)
+    problems = {r.tasks[0].nid: r.problem for r in runs if r.problem}
+    assert "Unknown task type 'frobnicate'" in problems[unknown]
+    assert "does not exist" in problems[missing]
+    assert "is deleted" in problems[deleted]
+    assert ok in nids([r for r in runs if not r.problem])
+
+
+def test_skip_locked_version_check(engine):
+    assert skip_locked_problem("10.11.6-MariaDB-0+deb12u1") is None
+    assert skip_locked_problem("8.0.36") is None
+    assert "10.6" in skip_locked_problem("10.5.23-MariaDB")
+    assert "5.5.5-10.4" and "10.6" in skip_locked_problem("5.5.5-10.4.1-MariaDB-log")
+    assert "MySQL 8" in skip_locked_problem("5.7.44-log")
+    assert check_database(engine)  # this database can run the queue
