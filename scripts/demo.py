@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ SITE = "demo.example.com"
 
 def aegir(*args: str, env: dict) -> str:
     """Run the installed `aegir` command, echo it and its output, fail loudly."""
-    print(f"\n$ aegir {' '.join(args)}", flush=True)
+    print(f"\n$ aegir {shlex.join(args)}", flush=True)
     proc = subprocess.run([str(Path(sys.executable).parent / "aegir"), *args], env=env,
                           capture_output=True, text=True)
     print(proc.stdout, end="")
