@@ -162,9 +162,10 @@ def read_secrets(text):
         if idx < 0:
             continue
         name = line[idx + len(SECRET_MARKER):].strip()
-        match = re.search(_PHP_LITERAL, line[:idx])
-        if name and match:
-            found[name] = php_unquote(match.group(1))
+        # The value is the last literal before the marker ('password' => 'value', // ...).
+        literals = re.findall(_PHP_LITERAL, line[:idx])
+        if name and literals:
+            found[name] = php_unquote(literals[-1])
     return found
 
 
@@ -174,7 +175,12 @@ def mask_secrets(text):
     for line in text.splitlines(True):
         idx = line.rfind(SECRET_MARKER)
         if idx >= 0:
-            line = re.sub(_PHP_LITERAL, "'********'", line[:idx], count=1) + line[idx:]
+            head = line[:idx]
+            spans = [m.span() for m in re.finditer(_PHP_LITERAL, head)]
+            if spans:
+                start, end = spans[-1]
+                head = head[:start] + "'********'" + head[end:]
+            line = head + line[idx:]
         out.append(line)
     return "".join(out)
 

@@ -1,0 +1,554 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: aegir-ansible contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Write the files of many Aegir sites of one server in one call (see DOCUMENTATION)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: aegir_site_files
+short_description: Bring the directories, settings, sites.php entries and vhosts of many sites up to date in one call
+description:
+  - Normally called through the M(aegir_site_files) action plugin, which renders the role
+    templates on the controller and passes the rendered contents here. One call handles every
+    site of one server, so re-verifying thousands of sites costs one round trip.
+  - For each site it creates the listed directories, writes the listed files (only when the
+    content, mode, owner or group differ; atomic rename), keeps the site's aliases in the
+    platform's C(sites/sites.php), writes or removes the site's vhost file, or (state
+    C(absent)) removes the site directory and its C(sites.php) entries.
+  - "Secrets (database password, hash salt) never travel in the rendered content: the content
+    holds a placeholder token and the module fills in the value it finds in the existing file
+    (lines ending with C(// aegir:secret <name>)), or the candidate value when O(allow_new_secrets)
+    is set (site install). Verify therefore reads the password back on the server."
+  - Every site is checked on its own; a bad site is reported in RV(sites) with C(failed) and
+    does not stop the others.
+  - Vhost changes are tested with O(test_cmd) before O(reload_cmd) runs. If the test fails,
+    all vhost changes of the call are rolled back and re-applied one at a time, so only the
+    broken sites fail and the running web server never loads a broken config. The server is
+    reloaded at most once per call.
+  - The whole call runs under an exclusive lock on O(lock_file), so parallel playbook runs on
+    the same server serialise their edits of C(sites.php) and the vhost test/reload.
+options:
+  sites:
+    description: One dict per site (keys C(host), C(uri), C(site_path), C(platform_root),
+      C(state), C(aliases), C(dirs), C(files), C(secrets), C(vhost)).
+    type: list
+    elements: dict
+    required: true
+  owner:
+    description: Owner of the site directories and files.
+    type: str
+  group:
+    description: Group of the site directories and files that the web server must read.
+    type: str
+  allow_new_secrets:
+    description: Use the candidate value of a secret that is not found in the existing file.
+    type: bool
+    default: false
+  return_secrets:
+    description: Return the effective secrets per site (the task must use no_log).
+    type: bool
+    default: false
+  vhost_dir:
+    description: Directory every vhost file must be directly inside.
+    type: path
+  test_cmd:
+    description: argv that checks the whole web server config; empty to skip.
+    type: list
+    elements: str
+    default: []
+  reload_cmd:
+    description: argv that reloads the web server after a vhost change; empty to skip.
+    type: list
+    elements: str
+    default: []
+  lock_file:
+    description: File flocked for the whole call.
+    type: path
+    required: true
+  lock_timeout:
+    description: Seconds to wait for the lock.
+    type: int
+    default: 300
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+RETURN = r"""
+sites:
+  description: Per inventory host, C(changed), C(failed), C(msg), C(changes) (and C(secrets) with O(return_secrets)).
+  type: dict
+  returned: always
+reloaded:
+  description: Whether the web server was reloaded.
+  type: bool
+  returned: always
+"""
+
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.aegir_site_common import (
+    AegirValueError,
+    FileLock,
+    atomic_write,
+    check_hostname,
+    check_path,
+    is_within,
+    mask_secrets,
+    needs_attr_change,
+    php_string,
+    read_secrets,
+    resolve_ids,
+    set_attrs,
+)
+
+SITES_PHP_HEADER = (
+    "<?php\n\n"
+    "/**\n"
+    " * @file\n"
+    " * Host name aliases of the sites of this platform (maintained by aegir-ansible).\n"
+    " */\n\n"
+)
+
+
+class SiteError(Exception):
+    """Fails one site without stopping the others."""
+
+
+def _rel(path):
+    """Validate a path relative to the site directory."""
+    if not isinstance(path, str) or path.startswith("/") or "\x00" in path:
+        raise SiteError("refusing path %r: must be relative to the site directory" % (path,))
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise SiteError("refusing path %r: contains '..'" % (path,))
+    return "/".join(parts)
+
+
+def _mode(value):
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    return int(str(value), 8)
+
+
+class Runner(object):
+    def __init__(self, module):
+        self.module = module
+        self.check = module.check_mode
+        self.want_diff = module._diff
+        p = module.params
+        self.uid, self.gid = resolve_ids(p["owner"], p["group"])
+        # Files that are not the site's own (sites.php, vhosts): owner's primary group.
+        self.owner_gid = -1
+        if p["owner"]:
+            import pwd
+
+            self.owner_gid = pwd.getpwnam(p["owner"]).pw_gid
+        self.results = {}
+        self.diffs = []
+        self.vhost_changes = []  # dicts: host, path, old (bytes or None), new (bytes or None)
+        self.sites_php = {}  # platform_root -> {"path": ..., "uris": {uri: set(aliases) or None}}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def result(self, host):
+        return self.results.setdefault(host, {"changed": False, "failed": False, "msg": "", "changes": []})
+
+    def note(self, host, what):
+        res = self.result(host)
+        res["changed"] = True
+        res["changes"].append(what)
+
+    def ensure_dir(self, host, path, mode, uid, gid):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not os.path.isdir(path) or (st is not None and os.path.islink(path)):
+            raise SiteError("%s exists and is not a directory (or is a symlink)" % path)
+        if st is None:
+            self.note(host, "created directory %s" % path)
+            if self.want_diff:
+                self.diffs.append({"before_header": path, "after_header": path,
+                                   "before": {"path": path, "state": "absent"},
+                                   "after": {"path": path, "state": "directory"}})
+            if not self.check:
+                os.mkdir(path, 0o700)
+                set_attrs(path, mode, uid, gid)
+            return
+        if needs_attr_change(st, mode, uid, gid):
+            self.note(host, "fixed mode/owner of %s" % path)
+            if not self.check:
+                set_attrs(path, mode, uid, gid)
+
+    def ensure_file(self, host, path, data, mode, uid, gid, secret=False):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (os.path.islink(path) or not os.path.isfile(path)):
+            raise SiteError("%s exists and is not a regular file (or is a symlink)" % path)
+        old = None
+        if st is not None:
+            with open(path, "rb") as handle:
+                old = handle.read()
+        if old != data:
+            self.note(host, ("created %s" if old is None else "updated %s") % path)
+            if self.want_diff:
+                before = "" if old is None else old.decode("utf-8", "replace")
+                after = data.decode("utf-8", "replace")
+                if secret:
+                    before, after = mask_secrets(before), mask_secrets(after)
+                self.diffs.append({"before_header": path, "after_header": path, "before": before, "after": after})
+            if not self.check:
+                atomic_write(path, data, mode, uid, gid)
+            return True
+        if needs_attr_change(st, mode, uid, gid):
+            self.note(host, "fixed mode/owner of %s" % path)
+            if not self.check:
+                set_attrs(path, mode, uid, gid)
+        return False
+
+    # -- one site --------------------------------------------------------------------------
+    def site_paths(self, site):
+        uri = check_hostname(site.get("uri"), "site uri")
+        for alias in site.get("aliases") or []:
+            check_hostname(alias, "alias of %s" % uri)
+        root = check_path(site.get("platform_root"), "platform root")
+        site_path = check_path(site.get("site_path") or os.path.join(root, "sites", uri), "site path")
+        if site_path != os.path.join(root, "sites", uri):
+            raise SiteError("site path %s must be <platform root>/sites/<uri> = %s"
+                            % (site_path, os.path.join(root, "sites", uri)))
+        return uri, root, site_path
+
+    def process_site(self, site):
+        host = site["host"]
+        state = site.get("state") or "present"
+        uri, root, site_path = self.site_paths(site)
+        sites_dir = os.path.join(root, "sites")
+        if state != "absent" and (site.get("dirs") or site.get("files")):
+            if not os.path.isdir(root):
+                raise SiteError("platform root %s does not exist (or is not a directory)" % root)
+            if not os.path.isdir(sites_dir) or os.path.islink(sites_dir):
+                raise SiteError("%s is not a directory: is %s a Drupal platform?" % (sites_dir, root))
+        if site.get("manage_sites_php", True) and (state == "absent" or os.path.isdir(sites_dir)):
+            entry = self.sites_php.setdefault(root, {"path": os.path.join(sites_dir, "sites.php"), "uris": {}})
+            entry["uris"][uri] = (host, None if state == "absent" else set(site.get("aliases") or []))
+        if state == "absent":
+            if site.get("remove_site_dir", True):
+                self.remove_site_dir(host, site_path)
+        else:
+            self.write_site(host, site, site_path)
+        vhost = site.get("vhost")
+        if vhost:
+            self.vhost(host, uri, vhost)
+
+    def remove_site_dir(self, host, site_path):
+        if os.path.islink(site_path):
+            self.note(host, "removed symlink %s" % site_path)
+            if not self.check:
+                os.unlink(site_path)
+        elif os.path.isdir(site_path):
+            self.note(host, "removed directory %s" % site_path)
+            if self.want_diff:
+                self.diffs.append({"before_header": site_path, "after_header": site_path,
+                                   "before": {"path": site_path, "state": "directory"},
+                                   "after": {"path": site_path, "state": "absent"}})
+            if not self.check:
+                # Drupal makes the site dir and settings.php read-only; rmtree needs write bits.
+                for dirpath, dirnames, _files in os.walk(site_path):
+                    for name in dirnames:
+                        p = os.path.join(dirpath, name)
+                        if not os.path.islink(p):
+                            os.chmod(p, 0o700)
+                os.chmod(site_path, 0o700)
+                shutil.rmtree(site_path)
+        elif os.path.lexists(site_path):
+            raise SiteError("%s is not a directory; refusing to remove it" % site_path)
+
+    def write_site(self, host, site, site_path):
+        p = self.module.params
+        # Secrets: existing value from the current file, else the candidate (install only).
+        existing = {}
+        for spec in site.get("files") or []:
+            full = os.path.join(site_path, _rel(spec["path"]))
+            if os.path.isfile(full) and not os.path.islink(full):
+                try:
+                    with open(full, "r", encoding="utf-8", errors="replace") as handle:
+                        existing.update(read_secrets(handle.read()))
+                except OSError as exc:
+                    raise SiteError("cannot read %s: %s" % (full, exc))
+        values = {}
+        for name, spec in (site.get("secrets") or {}).items():
+            if existing.get(name):
+                values[name] = existing[name]
+            elif p["allow_new_secrets"] and spec.get("candidate"):
+                values[name] = spec["candidate"]
+            else:
+                raise SiteError(
+                    "no %s found in the settings of %s: the site is not installed (run the install task)"
+                    % (name, site_path)
+                )
+        if p["return_secrets"]:
+            self.result(host)["secrets"] = values
+        for spec in site.get("dirs") or []:
+            rel = _rel(spec["path"])
+            full = os.path.join(site_path, rel) if rel else site_path
+            uid, gid = self.ids(spec)
+            self.ensure_dir(host, full, _mode(spec.get("mode")), uid, gid)
+        for spec in site.get("files") or []:
+            rel = _rel(spec["path"])
+            if not rel:
+                raise SiteError("file path must not be empty")
+            full = os.path.join(site_path, rel)
+            if not os.path.isdir(os.path.dirname(full)) and not self.check:
+                raise SiteError("directory of %s does not exist" % full)
+            content = spec["content"]
+            secret = False
+            for name, sspec in (site.get("secrets") or {}).items():
+                token = sspec.get("token")
+                if token and token in content:
+                    content = content.replace(token, php_string(values[name])[1:-1])
+                    secret = True
+            uid, gid = self.ids(spec)
+            self.ensure_file(host, full, content.encode("utf-8"), _mode(spec.get("mode")), uid, gid,
+                             secret=secret or bool(spec.get("secret")))
+
+    def ids(self, spec):
+        uid, gid = self.uid, self.gid
+        if spec.get("owner"):
+            uid = resolve_ids(spec["owner"], None)[0]
+        if spec.get("group"):
+            gid = resolve_ids(None, spec["group"])[1]
+        return uid, gid
+
+    # -- vhosts ----------------------------------------------------------------------------
+    def vhost(self, host, uri, vhost):
+        vdir = self.module.params["vhost_dir"]
+        if not vdir:
+            raise SiteError("vhost_dir is not set")
+        vdir = check_path(vdir, "vhost directory")
+        path = check_path(vhost.get("path") or "", "vhost path")
+        if os.path.dirname(path) != vdir:
+            raise SiteError("vhost %s must be directly inside %s" % (path, vdir))
+        if not os.path.isdir(vdir):
+            raise SiteError("vhost directory %s does not exist: verify the server first" % vdir)
+        if os.path.islink(path):
+            raise SiteError("vhost %s is a symlink; refusing to touch it" % path)
+        old = None
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                old = handle.read()
+        content = vhost.get("content")
+        new = None if vhost.get("state") == "absent" or content is None else content.encode("utf-8")
+        if old == new:
+            if new is not None:
+                st = os.lstat(path)
+                if needs_attr_change(st, 0o644, self.uid, self.owner_gid):
+                    self.note(host, "fixed mode/owner of %s" % path)
+                    if not self.check:
+                        set_attrs(path, 0o644, self.uid, self.owner_gid)
+            return
+        self.note(host, ("removed %s" if new is None else "created %s" if old is None else "updated %s") % path)
+        if self.want_diff:
+            self.diffs.append({"before_header": path, "after_header": path,
+                               "before": "" if old is None else old.decode("utf-8", "replace"),
+                               "after": "" if new is None else new.decode("utf-8", "replace")})
+        self.vhost_changes.append({"host": host, "path": path, "old": old, "new": new})
+
+    def put_vhost(self, change, which):
+        data = change[which]
+        if data is None:
+            if os.path.lexists(change["path"]):
+                os.unlink(change["path"])
+        else:
+            atomic_write(change["path"], data, 0o644, self.uid, self.owner_gid)
+
+    def run_test(self):
+        cmd = self.module.params["test_cmd"]
+        if not cmd:
+            return True, ""
+        rc, out, err = self.module.run_command(cmd)
+        return rc == 0, (err or out or "").strip()
+
+    def apply_vhosts(self):
+        """Write the vhost changes, test, roll back what breaks the config, reload once."""
+        changes = [c for c in self.vhost_changes if not self.results[c["host"]]["failed"]]
+        if not changes or self.check:
+            return False
+        for change in changes:
+            self.put_vhost(change, "new")
+        ok, out = self.run_test()
+        if not ok:
+            # Roll everything back, then find the broken ones by applying one at a time.
+            for change in reversed(changes):
+                self.put_vhost(change, "old")
+            kept = []
+            for change in changes:
+                self.put_vhost(change, "new")
+                good, msg = self.run_test()
+                if good:
+                    kept.append(change)
+                else:
+                    self.put_vhost(change, "old")
+                    res = self.result(change["host"])
+                    res["failed"] = True
+                    res["msg"] = ("the web server config test failed with the new vhost %s, which was "
+                                  "rolled back: %s" % (change["path"], msg))
+            changes = kept
+        if not changes:
+            return False
+        cmd = self.module.params["reload_cmd"]
+        if cmd:
+            rc, out, err = self.module.run_command(cmd)
+            if rc != 0:
+                for change in changes:
+                    res = self.result(change["host"])
+                    res["failed"] = True
+                    res["msg"] = "web server reload failed: %s" % (err or out).strip()
+                return False
+        return True
+
+    # -- sites.php -------------------------------------------------------------------------
+    def apply_sites_php(self):
+        import re
+
+        line_re = re.compile(r"^\$sites\[\s*'((?:[^'\\]|\\.)*)'\s*\]\s*=\s*'((?:[^'\\]|\\.)*)'\s*;\s*$")
+        for root, entry in sorted(self.sites_php.items()):
+            path = entry["path"]
+            hosts = [h for (h, _a) in entry["uris"].values() if not self.results[h]["failed"]]
+            if not hosts:
+                continue
+            try:
+                old = None
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "r", encoding="utf-8") as handle:
+                        old = handle.read()
+                elif os.path.lexists(path):
+                    raise SiteError("%s is not a regular file" % path)
+                text = old if old is not None else SITES_PHP_HEADER
+                lines = text.splitlines(True)
+                want = {}
+                for uri, (host, aliases) in entry["uris"].items():
+                    if self.results[host]["failed"]:
+                        continue
+                    want[uri] = aliases
+                out = []
+                seen = set()
+                changed_hosts = set()
+                for line in lines:
+                    m = line_re.match(line.rstrip("\n"))
+                    if m:
+                        alias = m.group(1).replace("\\'", "'").replace("\\\\", "\\")
+                        target = m.group(2).replace("\\'", "'").replace("\\\\", "\\")
+                        owner = None
+                        if target in want:
+                            owner = target
+                        elif want.get(alias) is not None:
+                            # An alias that now is a site of its own must not keep pointing elsewhere.
+                            owner = alias
+                        if owner is not None:
+                            aliases = want[owner]
+                            if owner == target and aliases is not None and alias in aliases and alias not in seen:
+                                seen.add(alias)
+                                out.append(line)
+                                continue
+                            changed_hosts.add(entry["uris"][owner][0])
+                            continue
+                    out.append(line)
+                for uri, aliases in sorted(want.items()):
+                    for alias in sorted(aliases or []):
+                        if alias not in seen and alias != uri:
+                            out.append("$sites[%s] = %s;\n" % (php_string(alias), php_string(uri)))
+                            seen.add(alias)
+                            changed_hosts.add(entry["uris"][uri][0])
+                new = "".join(out)
+                if old is None and not any(a for a in want.values()):
+                    continue  # no aliases at all: no need for a sites.php
+                if new != (old or ""):
+                    for h in changed_hosts or set(hosts):
+                        self.note(h, "updated %s" % path)
+                    if self.want_diff:
+                        self.diffs.append({"before_header": path, "after_header": path,
+                                           "before": old or "", "after": new})
+                    if not self.check:
+                        atomic_write(path, new.encode("utf-8"), 0o644, self.uid, self.owner_gid)
+            except (SiteError, OSError, AegirValueError) as exc:
+                for h in hosts:
+                    res = self.result(h)
+                    res["failed"] = True
+                    res["msg"] = "sites.php: %s" % exc
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            sites=dict(type="list", elements="dict", required=True),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+            allow_new_secrets=dict(type="bool", default=False),
+            return_secrets=dict(type="bool", default=False),
+            vhost_dir=dict(type="path"),
+            test_cmd=dict(type="list", elements="str", default=[]),
+            reload_cmd=dict(type="list", elements="str", default=[]),
+            lock_file=dict(type="path", required=True),
+            lock_timeout=dict(type="int", default=300),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        runner = Runner(module)
+    except KeyError as exc:
+        module.fail_json(msg="unknown user or group: %s" % exc)
+    lock_dir = os.path.dirname(module.params["lock_file"])
+    if not os.path.isdir(lock_dir):
+        module.fail_json(msg="directory of the lock file %s does not exist: verify the server first"
+                         % module.params["lock_file"])
+    reloaded = False
+    try:
+        with FileLock(module.params["lock_file"], module.params["lock_timeout"], create=not module.check_mode):
+            seen_hosts = set()
+            for site in module.params["sites"]:
+                host = site.get("host") or site.get("uri") or "?"
+                site["host"] = host
+                if host in seen_hosts:
+                    module.fail_json(msg="host %s is listed twice" % host)
+                seen_hosts.add(host)
+                res = runner.result(host)
+                if site.get("error"):
+                    res["failed"] = True
+                    res["msg"] = site["error"]
+                    continue
+                try:
+                    runner.process_site(site)
+                except (SiteError, AegirValueError, OSError, KeyError) as exc:
+                    res["failed"] = True
+                    res["msg"] = "%s: %s" % (host, exc)
+            runner.apply_sites_php()
+            reloaded = runner.apply_vhosts()
+    except TimeoutError as exc:
+        module.fail_json(msg=str(exc))
+    for host, res in runner.results.items():
+        if not res["msg"]:
+            res["msg"] = "; ".join(res["changes"]) if res["changes"] else "ok"
+    result = dict(
+        changed=any(r["changed"] and not r["failed"] for r in runner.results.values()) or reloaded,
+        sites=runner.results,
+        reloaded=reloaded,
+        failed_hosts=sorted(h for h, r in runner.results.items() if r["failed"]),
+    )
+    if module._diff:
+        result["diff"] = runner.diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
