@@ -20,9 +20,9 @@ extends_documentation_fragment:
   - inventory_cache
 options:
   plugin:
-    description: The name of this plugin; it must always be C(aegir).
+    description: The name of this plugin, C(aegir) (or C(aegir.hosting.aegir) from the collection).
     required: true
-    choices: ['aegir']
+    choices: ['aegir', 'aegir.hosting.aegir']
     type: str
   db_url:
     description:

@@ -94,20 +94,11 @@ import os
 import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.aegir_site_common import (
-    AegirValueError,
-    FileLock,
-    atomic_write,
-    check_hostname,
-    check_path,
-    is_within,
-    mask_secrets,
-    needs_attr_change,
-    php_string,
-    read_secrets,
-    resolve_ids,
-    set_attrs,
-)
+
+try:  # installed as the aegir.hosting collection
+    from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
+except ImportError:  # from this repository (ansible.cfg: module_utils = plugins/module_utils)
+    from ansible.module_utils import aegir_site_common as common
 
 SITES_PHP_HEADER = (
     "<?php\n\n"
@@ -146,7 +137,7 @@ class Runner(object):
         self.check = module.check_mode
         self.want_diff = module._diff
         p = module.params
-        self.uid, self.gid = resolve_ids(p["owner"], p["group"])
+        self.uid, self.gid = common.resolve_ids(p["owner"], p["group"])
         # Files that are not the site's own (sites.php, vhosts): owner's primary group.
         self.owner_gid = -1
         if p["owner"]:
@@ -182,12 +173,12 @@ class Runner(object):
                                    "after": {"path": path, "state": "directory"}})
             if not self.check:
                 os.mkdir(path, 0o700)
-                set_attrs(path, mode, uid, gid)
+                common.set_attrs(path, mode, uid, gid)
             return
-        if needs_attr_change(st, mode, uid, gid):
+        if common.needs_attr_change(st, mode, uid, gid):
             self.note(host, "fixed mode/owner of %s" % path)
             if not self.check:
-                set_attrs(path, mode, uid, gid)
+                common.set_attrs(path, mode, uid, gid)
 
     def ensure_file(self, host, path, data, mode, uid, gid, secret=False):
         try:
@@ -206,24 +197,24 @@ class Runner(object):
                 before = "" if old is None else old.decode("utf-8", "replace")
                 after = data.decode("utf-8", "replace")
                 if secret:
-                    before, after = mask_secrets(before), mask_secrets(after)
+                    before, after = common.mask_secrets(before), common.mask_secrets(after)
                 self.diffs.append({"before_header": path, "after_header": path, "before": before, "after": after})
             if not self.check:
-                atomic_write(path, data, mode, uid, gid)
+                common.atomic_write(path, data, mode, uid, gid)
             return True
-        if needs_attr_change(st, mode, uid, gid):
+        if common.needs_attr_change(st, mode, uid, gid):
             self.note(host, "fixed mode/owner of %s" % path)
             if not self.check:
-                set_attrs(path, mode, uid, gid)
+                common.set_attrs(path, mode, uid, gid)
         return False
 
     # -- one site --------------------------------------------------------------------------
     def site_paths(self, site):
-        uri = check_hostname(site.get("uri"), "site uri")
+        uri = common.check_hostname(site.get("uri"), "site uri")
         for alias in site.get("aliases") or []:
-            check_hostname(alias, "alias of %s" % uri)
-        root = check_path(site.get("platform_root"), "platform root")
-        site_path = check_path(site.get("site_path") or os.path.join(root, "sites", uri), "site path")
+            common.check_hostname(alias, "alias of %s" % uri)
+        root = common.check_path(site.get("platform_root"), "platform root")
+        site_path = common.check_path(site.get("site_path") or os.path.join(root, "sites", uri), "site path")
         if site_path != os.path.join(root, "sites", uri):
             raise SiteError("site path %s must be <platform root>/sites/<uri> = %s"
                             % (site_path, os.path.join(root, "sites", uri)))
@@ -283,7 +274,7 @@ class Runner(object):
             if os.path.isfile(full) and not os.path.islink(full):
                 try:
                     with open(full, "r", encoding="utf-8", errors="replace") as handle:
-                        existing.update(read_secrets(handle.read()))
+                        existing.update(common.read_secrets(handle.read()))
                 except OSError as exc:
                     raise SiteError("cannot read %s: %s" % (full, exc))
         values = {}
@@ -316,7 +307,7 @@ class Runner(object):
             for name, sspec in (site.get("secrets") or {}).items():
                 token = sspec.get("token")
                 if token and token in content:
-                    content = content.replace(token, php_string(values[name])[1:-1])
+                    content = content.replace(token, common.php_string(values[name])[1:-1])
                     secret = True
             uid, gid = self.ids(spec)
             self.ensure_file(host, full, content.encode("utf-8"), _mode(spec.get("mode")), uid, gid,
@@ -325,9 +316,9 @@ class Runner(object):
     def ids(self, spec):
         uid, gid = self.uid, self.gid
         if spec.get("owner"):
-            uid = resolve_ids(spec["owner"], None)[0]
+            uid = common.resolve_ids(spec["owner"], None)[0]
         if spec.get("group"):
-            gid = resolve_ids(None, spec["group"])[1]
+            gid = common.resolve_ids(None, spec["group"])[1]
         return uid, gid
 
     # -- vhosts ----------------------------------------------------------------------------
@@ -335,8 +326,8 @@ class Runner(object):
         vdir = self.module.params["vhost_dir"]
         if not vdir:
             raise SiteError("vhost_dir is not set")
-        vdir = check_path(vdir, "vhost directory")
-        path = check_path(vhost.get("path") or "", "vhost path")
+        vdir = common.check_path(vdir, "vhost directory")
+        path = common.check_path(vhost.get("path") or "", "vhost path")
         if os.path.dirname(path) != vdir:
             raise SiteError("vhost %s must be directly inside %s" % (path, vdir))
         if not os.path.isdir(vdir):
@@ -352,10 +343,10 @@ class Runner(object):
         if old == new:
             if new is not None:
                 st = os.lstat(path)
-                if needs_attr_change(st, 0o644, self.uid, self.owner_gid):
+                if common.needs_attr_change(st, 0o644, self.uid, self.owner_gid):
                     self.note(host, "fixed mode/owner of %s" % path)
                     if not self.check:
-                        set_attrs(path, 0o644, self.uid, self.owner_gid)
+                        common.set_attrs(path, 0o644, self.uid, self.owner_gid)
             return
         self.note(host, ("removed %s" if new is None else "created %s" if old is None else "updated %s") % path)
         if self.want_diff:
@@ -370,7 +361,7 @@ class Runner(object):
             if os.path.lexists(change["path"]):
                 os.unlink(change["path"])
         else:
-            atomic_write(change["path"], data, 0o644, self.uid, self.owner_gid)
+            common.atomic_write(change["path"], data, 0o644, self.uid, self.owner_gid)
 
     def run_test(self):
         cmd = self.module.params["test_cmd"]
@@ -467,7 +458,7 @@ class Runner(object):
                 for uri, aliases in sorted(want.items()):
                     for alias in sorted(aliases or []):
                         if alias not in seen and alias != uri:
-                            out.append("$sites[%s] = %s;\n" % (php_string(alias), php_string(uri)))
+                            out.append("$sites[%s] = %s;\n" % (common.php_string(alias), common.php_string(uri)))
                             seen.add(alias)
                             changed_hosts.add(entry["uris"][uri][0])
                 new = "".join(out)
@@ -480,8 +471,8 @@ class Runner(object):
                         self.diffs.append({"before_header": path, "after_header": path,
                                            "before": old or "", "after": new})
                     if not self.check:
-                        atomic_write(path, new.encode("utf-8"), 0o644, self.uid, self.owner_gid)
-            except (SiteError, OSError, AegirValueError) as exc:
+                        common.atomic_write(path, new.encode("utf-8"), 0o644, self.uid, self.owner_gid)
+            except (SiteError, OSError, common.AegirValueError) as exc:
                 for h in hosts:
                     res = self.result(h)
                     res["failed"] = True
@@ -514,7 +505,7 @@ def main():
                          % module.params["lock_file"])
     reloaded = False
     try:
-        with FileLock(module.params["lock_file"], module.params["lock_timeout"], create=not module.check_mode):
+        with common.FileLock(module.params["lock_file"], module.params["lock_timeout"], create=not module.check_mode):
             seen_hosts = set()
             for site in module.params["sites"]:
                 host = site.get("host") or site.get("uri") or "?"
@@ -529,7 +520,7 @@ def main():
                     continue
                 try:
                     runner.process_site(site)
-                except (SiteError, AegirValueError, OSError, KeyError) as exc:
+                except (SiteError, common.AegirValueError, OSError, KeyError) as exc:
                     res["failed"] = True
                     res["msg"] = "%s: %s" % (host, exc)
             runner.apply_sites_php()
