@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import datetime
 
@@ -34,17 +33,30 @@ def register(main, task_group, db_option) -> None:
                                      "(default: $AEGIR_PLAYBOOKS_DIR, else the shipped ones).")
     @click.option("--grace", type=float, default=None,
                   help="Seconds running tasks get on SIGTERM (default: shutdown_grace setting).")
+    @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                  help="Serve Prometheus metrics on this port (/metrics).")
+    @click.option("--metrics-address", default="127.0.0.1", show_default=True,
+                  help="Address the metrics endpoint listens on.")
     @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
     @db_option
-    def queue_run(once, servers, concurrency, batch_size, playbooks_dir, grace, verbose):
+    def queue_run(once, servers, concurrency, batch_size, playbooks_dir, grace, metrics_port,
+                  metrics_address, verbose):
         """Run queued tasks as playbooks (a long-running daemon unless --once)."""
         from .jobs import QueueError
         from .worker import Worker
 
-        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
-                            format="%(asctime)s aegir-queue %(levelname)s %(message)s")
+        from aegir_ansible import logs
+
+        from . import metrics
+
+        logs.setup(verbose)
         c = obj()
         c.require_schema()
+        if metrics_port is not None:
+            try:
+                metrics.serve(c.engine, metrics_port, metrics_address)
+            except OSError as exc:
+                fail(f"cannot serve metrics on {metrics_address}:{metrics_port}: {exc.strerror}")
         try:
             Worker(c.engine, servers=list(servers), concurrency=concurrency, once=once,
                    playbooks_dir=playbooks_dir, batch_size=batch_size, grace=grace).run()

@@ -38,6 +38,7 @@ from sqlalchemy.orm import aliased
 from aegir_ansible.db import models as m
 from aegir_ansible.tasks import TASK_TYPES
 
+from . import metrics
 from .tables import SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, parse_setting
 
 log = logging.getLogger("aegir.queue")
@@ -84,6 +85,7 @@ def with_retries(fn, *, attempts: int = 8, what: str = "transaction"):
             if not is_retryable(exc) or i == attempts - 1:
                 raise
             log.debug("%s: retrying after %s", what, exc.orig)
+            metrics.count("claim_conflicts" if what.startswith("claim") else "tx_conflicts")
             time.sleep(min(0.02 * (2 ** i), 1.0) * (0.5 + random.random()))
     return None  # pragma: no cover
 

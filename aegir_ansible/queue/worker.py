@@ -24,7 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aegir_ansible import paths
 
-from . import outcome
+from aegir_ansible.logs import task_context
+
+from . import metrics, outcome
 from .events import LogWriter
 from .execution import Execution
 from .jobs import JobManager, QueueError, Run, Settings, check_database
@@ -103,12 +105,18 @@ class Worker:
         with self._lock:
             self.active[run.run_id] = ex
         names = ", ".join(f"{t.nid} ({t.target_name})" for t in run.tasks)
-        log.info("run %s: %s on %s", run.run_id[:8], run.task_type, names)
+        log.info("run %s: %s on %s", run.run_id[:8], run.task_type, names,
+                 extra={"task": ",".join(str(t.nid) for t in run.tasks)})
         threading.Thread(target=self._run_thread, args=(ex, settings), daemon=True,
                          name=f"aegir-run-{run.run_id[:8]}").start()
 
     def _run_thread(self, ex: Execution, settings: Settings) -> None:
+        with task_context(t.nid for t in ex.run.tasks):
+            self._run_and_record(ex, settings)
+
+    def _run_and_record(self, ex: Execution, settings: Settings) -> None:
         try:
+            metrics.count("runs")
             res = ex.execute()
             self.writer.flush()
             self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings),

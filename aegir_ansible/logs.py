@@ -1,0 +1,59 @@
+"""Structured log lines for the runner: one `key=value` line per event on stderr (logfmt,
+which journald and log shippers parse), with the task id(s) on every line.
+
+A run's thread declares which tasks it works on (`task_context`); every line logged from
+that thread, by our code or a library, then carries `task=<nid>[,<nid>...]`. Lines not about
+a task carry `task=-`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import time
+
+_current_tasks: contextvars.ContextVar[str] = contextvars.ContextVar("aegir_tasks", default="-")
+
+
+@contextlib.contextmanager
+def task_context(nids):
+    token = _current_tasks.set(",".join(str(n) for n in nids) or "-")
+    try:
+        yield
+    finally:
+        _current_tasks.reset(token)
+
+
+def _quote(value) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' "=\\\n\t'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    """ts=... level=... logger=... task=... msg="..." [exc="..."]"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        task = getattr(record, "task", None) or _current_tasks.get()
+        fields = [
+            ("ts", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+             + f".{int(record.msecs):03d}Z"),
+            ("level", record.levelname.lower()),
+            ("logger", record.name),
+            ("task", task),
+            ("msg", record.getMessage()),
+        ]
+        if record.exc_info:
+            fields.append(("exc", self.formatException(record.exc_info)))
+        return " ".join(f"{k}={_quote(v)}" for k, v in fields)
+
+
+def setup(verbosity: int = 0) -> None:
+    """Send the `aegir` loggers to stderr as logfmt lines (INFO; DEBUG with -vv)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
