@@ -75,3 +75,34 @@ def test_metrics_endpoint_and_structured_logs(world, tmp_path):
                          for line in lines), lines[:5]
     run_lines = [line for line in lines if "msg=\"run " in line]
     assert run_lines and all(f"task={ok}" in line for line in run_lines), run_lines
+
+
+def test_task_log_follow_streams_a_running_task(world, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    world.server()
+    world.platform("p1")
+    world.site("a.example.com", "platform_p1")
+    nid = world.task("verify", "a.example.com", sleep=4)
+    runner = spawn_runner(world.url, log_path=tmp_path / "runner.log")
+    follower = None
+    try:
+        wait_for(lambda: world.status(nid) == m.TASK_PROCESSING, timeout=60, what="processing")
+        follower = subprocess.Popen(
+            [str(Path(sys.executable).parent / "aegir"), "--db", world.url, "task", "log", str(nid),
+             "--follow"], stdout=subprocess.PIPE, text=True)
+        first = follower.stdout.readline()
+        assert first.strip(), "no log line while the task runs"
+        seen_while_running = world.status(nid) == m.TASK_PROCESSING
+        rest = follower.communicate(timeout=120)[0]
+        assert follower.returncode == 0
+        assert seen_while_running, "the first line came only after the task ended"
+        assert "[success]" in (first + rest).splitlines()[-1]
+        assert world.status(nid) == m.TASK_SUCCESS
+    finally:
+        if follower and follower.poll() is None:
+            follower.kill()
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
