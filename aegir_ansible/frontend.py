@@ -404,7 +404,7 @@ class Frontend:
             raise InputError(f"task {task_type!r} does not apply to a {ctx.type}")
         args = dict(args or {})
         for key, value in args.items():
-            if not re.match(r"^[a-z][a-z0-9_-]{0,63}$", key):
+            if not re.match(r"^([a-z][a-z0-9_-]{0,63}|[0-9]{1,10})$", key):  # bids: backup-delete
                 raise InputError(f"task argument name {key!r} is not valid")
             if not isinstance(value, str):
                 raise InputError(f"task argument {key!r} must be a string")

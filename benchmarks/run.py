@@ -31,9 +31,22 @@ from . import synthetic
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZES = {
-    "small": {"servers": 3, "platforms": 10, "sites": 1_000},
-    "large": {"servers": 10, "platforms": 100, "sites": 10_000},
+    "small": {"servers": 3, "platforms": 10, "sites": 1_000, "reverify_sites": 100,
+              "naive_sample": 3, "claim_tasks": 400, "memory_tasks": 200},
+    "large": {"servers": 10, "platforms": 100, "sites": 10_000, "reverify_sites": 1_000,
+              "naive_sample": 5, "claim_tasks": 2_000, "memory_tasks": 1_000},
 }
+INVENTORY_KEYS = ("servers", "platforms", "sites")
+OPTIONS = {"mitogen": False}
+
+
+def mitogen_env() -> dict:
+    """Environment that makes ansible-playbook (run by the queue runner) use Mitogen's
+    linear strategy; needs `pip install mitogen` in the venv (an opt-in, not a dependency)."""
+    import ansible_mitogen
+
+    strategy = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(strategy), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 def median(values):
@@ -60,8 +73,8 @@ def machine() -> str:
             f"Python {platform.python_version()}, ansible-core {ansible.__version__}")
 
 
-def run_child(cmd: list[str], env: dict | None = None, cwd=REPO) -> tuple[float, int, str]:
-    """Wall time, peak RSS in MB (the child and its waited-for descendants), stdout."""
+def run_child(cmd: list[str], env: dict | None = None, cwd=REPO) -> tuple[float, int, str, str]:
+    """Wall time, peak RSS in MB (the child and its waited-for descendants), stdout, stderr."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("ANSIBLE_CONFIG", None)
     start = time.perf_counter()
@@ -73,9 +86,10 @@ def run_child(cmd: list[str], env: dict | None = None, cwd=REPO) -> tuple[float,
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode()
+        stderr = err.read().decode()
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-2000:]}")
-    return elapsed, rusage.ru_maxrss // 1024, stdout
+            raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}{stdout[-3000:]}")
+    return elapsed, rusage.ru_maxrss // 1024, stdout, stderr
 
 
 class Database:
@@ -111,7 +125,7 @@ class Database:
 # -- 1. inventory ---------------------------------------------------------------------------
 
 def bench_inventory(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
-    synthetic.build(db.engine, **size)
+    synthetic.build(db.engine, **{k: size[k] for k in INVENTORY_KEYS})
     rows = []
 
     # Python build alone, and its statement count
@@ -186,7 +200,352 @@ def _write_static_yaml(listing: dict, path: Path) -> None:
                               default_flow_style=False, sort_keys=False))
 
 
-MEASUREMENTS = {"inventory": bench_inventory}
+# -- helpers for the queue measurements ------------------------------------------------------
+
+def _task_outcomes(db: Database, nids: list[int]) -> dict:
+    """Counts of the tasks' current status, and of tasks whose summary line says changed=0."""
+    from sqlalchemy import func, select
+
+    from aegir_ansible.db import models as m
+
+    out = {"success": 0, "error": 0, "warning": 0, "other": 0, "unchanged": 0}
+    with db.engine.connect() as c:
+        for start in range(0, len(nids), 1000):
+            chunk = nids[start:start + 1000]
+            for status, n in c.execute(
+                select(m.HostingTask.task_status, func.count())
+                .join(m.Node, m.Node.vid == m.HostingTask.vid)
+                .where(m.Node.nid.in_(chunk)).group_by(m.HostingTask.task_status)
+            ):
+                key = {m.TASK_SUCCESS: "success", m.TASK_ERROR: "error",
+                       m.TASK_WARNING: "warning"}.get(status, "other")
+                out[key] += n
+            out["unchanged"] += c.execute(
+                select(func.count(func.distinct(m.HostingTaskLog.nid)))
+                .where(m.HostingTaskLog.nid.in_(chunk),
+                       m.HostingTaskLog.message.like("Summary for % changed=0 %"))
+            ).scalar()
+    return out
+
+
+def _queue_run(db: Database, *args: str, env: dict | None = None) -> tuple[float, int, float]:
+    """`aegir queue run --once ARGS` as its own process: wall time, peak RSS, and the sum of
+    its runs' playbook times (from its log)."""
+    import re
+
+    t, rss, _, err = run_child([str(BIN / "aegir"), "queue", "run", "--once", *args],
+                               env={"AEGIR_DB_URL": db.url, **(env or {})})
+    runs = sum(float(x) for x in re.findall(r"finished \([^)]*\) in ([0-9.]+)s", err))
+    return t, rss, runs
+
+
+class SshFrontend:
+    """A synthetic frontend whose one server is a real harness server (sshd, nginx, PHP-FPM
+    on a loopback address) reached over SSH as root with the harness key; its one platform
+    is a copy of the fixture platform; `sites` enabled sites on it."""
+
+    def __init__(self, db: Database, sites: int):
+        from tests.harness.platform import make_platform
+        from tests.harness.servers import ServerSet, Slot
+
+        self.db = db
+        self.slot = Slot.acquire()
+        self.servers = None
+        try:
+            self.servers = ServerSet.start(self.slot)
+            web = self.web = self.servers.servers["nginx"]
+            make_platform(web, "p0")
+            settings = {
+                "connection": "ssh", "address": web.address, "ssh_user": web.ssh_user,
+                "ssh_port": web.ssh_port, "ssh_private_key_file": web.ssh_private_key,
+                "aegir_root": web.aegir_root, "script_user": web.script_user,
+                "web_group": web.web_group, "http_listen_address": web.address,
+                "http_test_cmd": json.dumps(web.http_test_cmd),
+                "http_reload_cmd": json.dumps(web.http_reload_cmd),
+                "php_fastcgi": web.php_fastcgi, "db_grant_host": web.db_grant_host,
+            }
+            self.nids = synthetic.build(db.engine, servers=1, platforms=1, sites=sites,
+                                        server_settings=settings,
+                                        platform_root=f"{web.aegir_root}/platforms")
+        except BaseException:
+            self.close()
+            raise
+
+    def bootstrap(self) -> float:
+        """Make the sites exist on the server without installing them (no database, no
+        installer): a verify of the server and platform, then ONE batched site verify
+        (playbooks/verify-batch.yml) allowed to create the missing settings.php secret
+        (`_aegir_site_install`), which writes directories, settings.php, sites.php, vhosts and
+        cron jobs. Returns its wall time."""
+        env = {"AEGIR_DB_URL": self.db.url}
+        pb = [str(BIN / "ansible-playbook"), "-i", "aegir_inventory.py"]
+        # The server and platform first (the synthetic db service is not real: not checked).
+        t = run_child([*pb, "verify.yml", "--limit", "aegir_servers,aegir_platforms",
+                       "-e", json.dumps({"aegir_db_service": "none"})], env=env, cwd=REPO / "playbooks")[0]
+        from sqlalchemy import select
+
+        from aegir_ansible.db import models as m
+
+        with self.db.engine.connect() as c:
+            sites = list(c.execute(select(m.HostingContext.name)
+                                   .where(m.HostingContext.nid.in_(self.nids["sites"]))).scalars())
+            server = c.execute(select(m.HostingContext.name)
+                               .where(m.HostingContext.nid == self.nids["servers"][0])).scalar()
+        extra = Path(tempfile.mkstemp(suffix=".json")[1])
+        extra.write_text(json.dumps({"_aegir_site_install": True, "aegir_batch_sites": sites}))
+        try:
+            return t + run_child([*pb, "verify-batch.yml", "--limit", server, "-e", f"@{extra}"],
+                                 env=env, cwd=REPO / "playbooks")[0]
+        finally:
+            extra.unlink()
+
+    def close(self):
+        if self.servers is not None:
+            self.servers.stop()
+        self.slot.release()
+
+
+# -- 2. bulk re-verify -------------------------------------------------------------------------
+
+def bench_reverify(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    n, k = size["reverify_sites"], size["naive_sample"]
+    fe = SshFrontend(db, n)
+    rows = []
+    try:
+        boot = fe.bootstrap()
+        rows.append({"measure": f"re-verify: setup, install-free bootstrap of {n} sites (one run)",
+                     "db": db.kind, "sites": n, "median_s": boot})
+        sites = fe.nids["sites"]
+
+        # The naive way: one playbook run per task, one after another (batch size 1), on a
+        # sample of k tasks, scaled to n.
+        sample = synthetic.queue_tasks(db.engine, "verify", sites[:k])
+        t_sample = _queue_run(db, "--batch-size", "1")[0]
+        got = _task_outcomes(db, sample)
+        naive = t_sample / k * n
+        rows.append({"measure": f"re-verify: naive, one run per task (measured on {k} tasks, "
+                                f"scaled x{n / k:g})", "db": db.kind, "sites": n,
+                     "median_s": naive, "per_task_s": t_sample / k, "sample_s": t_sample,
+                     "tasks_ok": f"{got['success']}/{k}", "unchanged": f"{got['unchanged']}/{k}"})
+
+        # The project's way: n queued verify tasks, one runner, until every outcome is recorded.
+        times, checks, rss, playbook_times = [], [], [], []
+        for _ in range(repeat):
+            nids = synthetic.queue_tasks(db.engine, "verify", sites)
+            t, peak, pb = _queue_run(db)
+            times.append(t)
+            playbook_times.append(pb)
+            rss.append(peak)
+            checks.append(_task_outcomes(db, nids))
+        t = median(times)
+        rows.append({"measure": f"re-verify: project way, {n} queued tasks -> {n} outcomes",
+                     "db": db.kind, "sites": n, "median_s": t, "per_task_s": t / n,
+                     "runs_s": " ".join(f"{x:.1f}" for x in times),
+                     "playbook_s": " ".join(f"{x:.1f}" for x in playbook_times),
+                     "tasks_ok": " ".join(f"{c['success']}/{n}" for c in checks),
+                     "unchanged": " ".join(f"{c['unchanged']}/{n}" for c in checks),
+                     "peak_rss_mb": max(rss), "speedup_vs_naive": naive / t})
+        if OPTIONS["mitogen"]:
+            times, checks, playbook_times = [], [], []
+            for _ in range(repeat):
+                nids = synthetic.queue_tasks(db.engine, "verify", sites)
+                tm, _, pb = _queue_run(db, env=mitogen_env())
+                times.append(tm)
+                playbook_times.append(pb)
+                checks.append(_task_outcomes(db, nids))
+            tm = median(times)
+            rows.append({"measure": f"re-verify: project way with Mitogen (mitogen_linear), {n} tasks",
+                         "db": db.kind, "sites": n, "median_s": tm, "per_task_s": tm / n,
+                         "runs_s": " ".join(f"{x:.1f}" for x in times),
+                         "playbook_s": " ".join(f"{x:.1f}" for x in playbook_times),
+                         "tasks_ok": " ".join(f"{c['success']}/{n}" for c in checks),
+                         "unchanged": " ".join(f"{c['unchanged']}/{n}" for c in checks),
+                         "speedup_vs_naive": naive / tm})
+    finally:
+        fe.close()
+    return rows
+
+
+# -- 3. latency -------------------------------------------------------------------------------
+
+def _start_daemon(db: Database, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "AEGIR_DB_URL": db.url, **(extra_env or {})}
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = subprocess.Popen([str(BIN / "aegir"), "queue", "run", *args], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from sqlalchemy import func, select
+
+    from aegir_ansible.queue.tables import QueueRunner
+
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with db.engine.connect() as c:
+            if c.execute(select(func.count()).select_from(QueueRunner)
+                         .where(QueueRunner.pid == proc.pid, QueueRunner.state == "running")).scalar():
+                return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the queue runner did not start")
+
+
+def _stop_daemon(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_done(db: Database, nids: list[int], timeout: float = 600) -> float:
+    """Poll every 20 ms until none of the tasks is queued or running; returns the time."""
+    from sqlalchemy import func, select
+
+    from aegir_ansible.db import models as m
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with db.engine.connect() as c:
+            left = c.execute(select(func.count()).select_from(m.HostingTask)
+                             .join(m.Node, m.Node.vid == m.HostingTask.vid)
+                             .where(m.Node.nid.in_(nids),
+                                    m.HostingTask.task_status.in_((m.TASK_QUEUED,
+                                                                   m.TASK_PROCESSING)))).scalar()
+        if not left:
+            return time.perf_counter()
+        time.sleep(0.02)
+    raise RuntimeError(f"tasks {nids[:5]}... not done after {timeout}s")
+
+
+def _latency(db: Database, site: int, repeat: int, extra_env: dict | None = None):
+    proc = _start_daemon(db, extra_env=extra_env)
+    try:
+        time.sleep(1.0)
+        times, ok = [], 0
+        for _ in range(repeat + 1):  # the first one also opens the SSH master connection
+            nid = synthetic.queue_tasks(db.engine, "verify", [site])
+            start = time.perf_counter()
+            times.append(_wait_done(db, nid, 60) - start)
+            ok += _task_outcomes(db, nid)["success"]
+            time.sleep(1.0)
+    finally:
+        _stop_daemon(proc)
+    return times, ok
+
+
+def bench_latency(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    fe = SshFrontend(db, 1)
+    rows = []
+    try:
+        fe.bootstrap()
+        site = fe.nids["sites"][0]
+        variants = [("", None)] + ([(" with Mitogen", mitogen_env())] if OPTIONS["mitogen"] else [])
+        for label, extra_env in variants:
+            times, ok = _latency(db, site, repeat, extra_env)
+            rows.append({"measure": f"latency: one site verify queued on an idle runner -> success "
+                                    f"recorded{label}", "db": db.kind, "sites": 1,
+                         "median_s": median(times[1:]), "first_s": times[0],
+                         "runs_s": " ".join(f"{x:.2f}" for x in times[1:]),
+                         "tasks_ok": f"{ok}/{len(times)}"})
+    finally:
+        fe.close()
+    return rows
+
+
+# -- 4. claim throughput --------------------------------------------------------------------
+
+def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    if db.kind != "mysql":
+        return []  # several runner processes: MariaDB only (SQLite is one runner only)
+    n, procs_n, slots = size["claim_tasks"], 4, 4
+    nids = synthetic.build(db.engine, servers=10, platforms=10, sites=n)
+    rates, claims = [], []
+    for _ in range(repeat):
+        tasks = synthetic.queue_tasks(db.engine, "enable", nids["sites"])
+        start_at = time.time() + 3.0
+        env = {**os.environ}
+        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", db.url, str(start_at),
+                                   str(slots)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(procs_n)]
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            if p.returncode != 0:
+                raise RuntimeError(f"claimer failed: {err[-2000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        done = _task_outcomes(db, tasks)
+        total = sum(r["tasks"] for r in results)
+        if total != n or done["success"] != n:
+            raise RuntimeError(f"claims: {total} tasks claimed, {done} recorded, expected {n}")
+        wall = max(r["last_done"] for r in results) - min(r["first"] for r in results)
+        rates.append(n / wall)
+        claims.append(sum(r["claims"] for r in results))
+    return [{"measure": f"claims: {procs_n} runner processes, {n} enable tasks (claim + outcome, "
+                        "no playbook)", "db": db.kind, "tasks": n, "tasks_per_s": median(rates),
+             "runs_per_s": " ".join(f"{x:.0f}" for x in rates), "claims": max(claims)}]
+
+
+# -- 5. runner memory -----------------------------------------------------------------------
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def bench_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    from sqlalchemy import func, select
+
+    from aegir_ansible.db import models as m
+
+    n, batch = size["memory_tasks"], 10
+    nids = synthetic.build(db.engine, servers=10, platforms=10, sites=n)
+    tasks = synthetic.queue_tasks(db.engine, "verify", nids["sites"])
+    env = {**os.environ, "AEGIR_DB_URL": db.url}
+    env.pop("ANSIBLE_CONFIG", None)
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(BIN / "aegir"), "queue", "run", "--once", "--batch-size", str(batch),
+                             "--playbooks", str(REPO / "benchmarks" / "playbooks")],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from aegir_ansible.queue.tables import QueueRunner
+
+    samples = []  # (tasks done, rss), from the moment the runner has registered itself
+    while proc.poll() is None:
+        with db.engine.connect() as c:
+            if c.execute(select(func.count()).select_from(QueueRunner)
+                         .where(QueueRunner.pid == proc.pid)).scalar():
+                break
+        time.sleep(0.05)
+    while proc.poll() is None:
+        rss = _rss_mb(proc.pid)
+        with db.engine.connect() as c:
+            done = c.execute(select(func.count()).select_from(m.HostingTask)
+                             .where(m.HostingTask.task_status.in_((m.TASK_SUCCESS, m.TASK_ERROR,
+                                                                   m.TASK_WARNING)))).scalar()
+        if rss is not None:
+            samples.append((done, rss))
+        time.sleep(0.2)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"queue run failed: {proc.stderr.read().decode()[-2000:]}")
+    got = _task_outcomes(db, tasks)
+    idle = samples[0][1]  # the runner started and registered, before its first run ends
+    warm = next((r for d, r in samples if d >= n // 10), samples[-1][1])
+    end = samples[-1][1]
+    return [{"measure": f"memory: runner RSS over {n} tasks ({n // batch} runs of a no-op playbook, "
+                        f"batch {batch})", "db": db.kind, "tasks": n, "median_s": wall,
+             "tasks_ok": f"{got['success']}/{n}", "rss_start_mb": round(idle, 1),
+             "rss_after_10pct_mb": round(warm, 1), "rss_end_mb": round(end, 1),
+             "growth_from_start_pct": round(100 * (end - idle) / idle, 1),
+             "growth_after_10pct_pct": round(100 * (end - warm) / warm, 1)}]
+
+
+MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify, "latency": bench_latency,
+                "claims": bench_claims, "memory": bench_memory}
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -203,6 +562,19 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _write_results(path: Path, size: str, section: str) -> None:
+    """Replace this size's section of RESULTS.md, keep the other sizes' sections."""
+    sections = {}
+    if path.is_file():
+        for part in path.read_text().split("\n## --size ")[1:]:
+            sections[part.split("\n", 1)[0].strip()] = "## --size " + part.rstrip("\n") + "\n"
+    sections[size] = section
+    order = sorted(sections, key=lambda k: (k != "small", k))
+    path.write_text("# Benchmark results\n\nWritten by `python -m benchmarks.run` (see README.md); one "
+                    "section per size, each from its latest run.\n\n" +
+                    "\n".join(sections[k] for k in order))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -212,7 +584,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mysql-url", default=os.environ.get("AEGIR_BENCH_MYSQL_URL",
                                                           "mysql+pymysql://root@127.0.0.1:3306"))
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
+    ap.add_argument("--mitogen", action="store_true",
+                    help="also measure re-verify and latency with Mitogen (pip install mitogen)")
     args = ap.parse_args(argv)
+    OPTIONS["mitogen"] = args.mitogen
     size = SIZES[args.size]
     all_rows: list[dict] = []
     for name in args.only.split(","):
@@ -227,12 +602,15 @@ def main(argv=None) -> int:
             for r in rows:
                 print(json.dumps(r), flush=True)
             all_rows.extend(rows)
-    report = (f"# Benchmark results\n\nCommand: `python -m benchmarks.run {' '.join(argv or sys.argv[1:])}`"
-              f"\n\nSize: {args.size} ({size['servers']} servers, {size['platforms']} platforms, "
-              f"{size['sites']} sites); median of {args.repeat} runs.\n\nMachine: {machine()}\n\n"
-              f"{format_rows(all_rows)}\n")
-    print(report)
-    Path(args.results).write_text(report)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    sizes = ", ".join(f"{k} {v:,}" for k, v in size.items())
+    section = (f"## --size {args.size}\n\nCommand: `.venv/bin/python -m benchmarks.run "
+               f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
+               f"Sizes: {sizes}; median of {args.repeat} runs.\n\n"
+               f"Machine: {machine()}; load average at the end {load} (other work on the machine "
+               f"inflates wall times).\n\n{format_rows(all_rows)}\n")
+    print(section)
+    _write_results(Path(args.results), args.size, section)
     return 0
 
 

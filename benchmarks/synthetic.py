@@ -90,3 +90,33 @@ def build(engine: Engine, *, servers: int = 10, platforms: int = 100, sites: int
                 if rows[start:start + 5000]:
                     c.execute(insert(table), rows[start:start + 5000])
     return {"servers": server_nids, "platforms": plat_nids, "sites": site_nids}
+
+
+def queue_tasks(engine: Engine, task_type: str, rids: list[int], created: int | None = None) -> list[int]:
+    """Queue one task of `task_type` on each target node id, as hosting_add_task() does
+    (a task node + revision in QUEUED state), with bulk inserts. Returns the task nids."""
+    from sqlalchemy import func, select
+
+    now = created or int(time.time())
+    with engine.begin() as c:
+        base = max(c.execute(select(func.max(m.Node.nid))).scalar() or 0,
+                   c.execute(select(func.max(m.NodeRevision.vid))).scalar() or 0,
+                   c.execute(select(func.max(m.Node.vid))).scalar() or 0)
+        titles = dict(c.execute(select(m.Node.nid, m.Node.title).where(m.Node.nid.in_(rids))).all()) \
+            if len(rids) <= 5000 else {}
+        nodes, revs, tasks, nids = [], [], [], []
+        for i, rid in enumerate(rids):
+            n = base + 1 + i
+            nids.append(n)
+            title = f"{task_type.capitalize()}: {titles.get(rid, rid)}"
+            nodes.append({"nid": n, "vid": n, "type": "task", "language": "", "title": title,
+                          "uid": 1, "status": 1, "created": now, "changed": now, "comment": 0,
+                          "promote": 0, "sticky": 0, "tnid": 0, "translate": 0})
+            revs.append({"nid": n, "vid": n, "uid": 1, "title": title, "log": "",
+                         "timestamp": now, "status": 1, "comment": 0, "promote": 0, "sticky": 0})
+            tasks.append({"vid": n, "nid": n, "task_type": task_type, "rid": rid,
+                          "task_status": m.TASK_QUEUED, "executed": 0, "delta": 0})
+        for table, rows in ((m.Node, nodes), (m.NodeRevision, revs), (m.HostingTask, tasks)):
+            for start in range(0, len(rows), 5000):
+                c.execute(insert(table), rows[start:start + 5000])
+    return nids

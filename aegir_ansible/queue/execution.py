@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from aegir_ansible.db import models as m
 from aegir_ansible.inventory import build_inventory, script_output, unsafe
 
+from . import task_args
 from .events import LogWriter, classify, clean, event_host
 from .jobs import Run, TaskRow
 
@@ -190,6 +191,10 @@ class Execution:
         self.pid: int | None = None
         self.result = RunResult(run, started=time.time())
         self.by_host: dict[str, list[TaskRow]] = {}
+        # A batch run (playbooks/<type>-batch.yml): the play's host is the sites' server, whose
+        # events are logged to every task of the run; each site's result comes from set_stats.
+        self.batch_server: str | None = None
+        self.limit: list[str] = []
         self.stats: dict = {}
         self.artifact: dict = {}
         self.finished = threading.Event()
@@ -242,6 +247,8 @@ class Execution:
                 return
         host = event_host(ev)
         targets = self.by_host.get(host) if host else None
+        if host and targets is None and host == self.batch_server:
+            targets = [t for ts in self.by_host.values() for t in ts]
         if host and targets is None:
             return  # a host outside this run's targets (e.g. a delegate): not ours to log
         for task in targets or [t for ts in self.by_host.values() for t in ts]:
@@ -280,15 +287,29 @@ class Execution:
             self.result.tasks[t.nid] = TaskResult(t)
         with Session(self.engine) as session:
             inv = build_inventory(session)
+            batch_server = None
+            if run.task_type and len(run.tasks) > 1 and run.server is not None and \
+                    (self.playbooks_dir / f"{run.task_type}-batch.yml").is_file() and \
+                    all(t.target_type == "site" for t in run.tasks):
+                batch_server = session.execute(
+                    select(m.HostingContext.name).where(m.HostingContext.nid == run.server)
+                ).scalar()
             args_rows = session.execute(
                 select(m.HostingTaskArgument.vid, m.HostingTaskArgument.name,
                        m.HostingTaskArgument.value)
                 .where(m.HostingTaskArgument.vid.in_([t.vid for t in run.tasks]))
             ).all()
-        args: dict[int, dict] = {t.vid: {} for t in run.tasks}
-        for vid, name, value in args_rows:
-            if name is not None:
-                args[vid][name] = value if value is not None else ""
+            args: dict[int, dict] = {t.vid: {} for t in run.tasks}
+            for vid, name, value in args_rows:
+                if name is not None:
+                    args[vid][name] = value if value is not None else ""
+            # Node and backup ids in the arguments, resolved for the playbook (task_args.py).
+            resolved: dict[int, dict | str] = {}
+            for t in run.tasks:
+                try:
+                    resolved[t.vid] = task_args.resolve(session, t, args[t.vid])
+                except task_args.ArgumentError as exc:
+                    resolved[t.vid] = f"Bad task argument: {exc}."
         hosts = []
         for t in run.tasks:
             name = t.target_name
@@ -296,7 +317,11 @@ class Execution:
                 self._fail(t, f"The {t.target_type} {name or '#' + str(t.rid)} is not in the "
                               "inventory (is its server or platform deleted?).")
                 continue
+            if isinstance(resolved[t.vid], str):
+                self._fail(t, resolved[t.vid])
+                continue
             hv = inv.hosts[name]
+            hv.update(resolved[t.vid])
             self.result.tasks[t.nid].facts = {k: v for k, v in hv.items() if "password" not in k}
             hv["aegir_task_args"] = args[t.vid]
             hv["aegir_task_nid"] = t.nid
@@ -306,6 +331,14 @@ class Execution:
         if not hosts:
             return None
         playbook = self.playbooks_dir / f"{run.task_type}.yml"
+        self.limit = hosts
+        extravars = {}
+        if len(hosts) > 1 and batch_server and batch_server in inv.hosts:
+            # Many sites of one server: the batch playbook on the server host, no task per site.
+            playbook = self.playbooks_dir / f"{run.task_type}-batch.yml"
+            self.batch_server = batch_server
+            self.limit = [batch_server]
+            extravars = {"aegir_batch_sites": hosts}
         if not playbook.is_file():
             for t in run.tasks:
                 if self.result.tasks[t.nid].status != m.TASK_ERROR:
@@ -325,7 +358,7 @@ class Execution:
                 "aegir_task_args": args[t.vid], "aegir_task_nid": t.nid,
                 "aegir_task_type": t.task_type})))
         else:
-            _write(tmp / "extravars.json", "{}")
+            _write(tmp / "extravars.json", json.dumps(unsafe(extravars)))
         (tmp / "bin").mkdir(mode=0o700)
         _write(tmp / "bin" / "ansible-playbook",
                _WRAPPER.format(python=sys.executable, parent=os.getpid(),
@@ -373,7 +406,7 @@ class Execution:
                     project_dir=str(self.playbooks_dir),
                     playbook=playbook,
                     inventory=str(tmp / "inventory" / "aegir.sh"),
-                    limit=",".join(hosts),
+                    limit=",".join(self.limit),
                     extravars=str(tmp / "extravars.json"),
                     envvars=env,
                     settings={"pexpect_timeout": 0.2, "suppress_output_file": True,
@@ -415,6 +448,9 @@ class Execution:
                     tr.result = reported[host]
                 if self.stop_reason:
                     continue  # decided by the worker (cancelled / timed out / shut down)
+                if self.batch_server:
+                    self._judge_batch(host, t, tr, reported)
+                    continue
                 failed = (self.stats.get("failures") or {}).get(host, 0)
                 dark = (self.stats.get("dark") or {}).get(host, 0)
                 seen = host in (self.stats.get("processed") or {})
@@ -439,3 +475,38 @@ class Execution:
                                       for k in ("ok", "changed", "failures", "dark", "skipped",
                                                 "ignored", "rescued"))
                     self._line(t, "info", f"Summary for {host}: {counts}")
+
+    def _judge_batch(self, host: str, t: TaskRow, tr: TaskResult, reported) -> None:
+        """A site of a batch run: the server host's stats, then the site's own reported
+        result ({failed: msg} or {changed: [...]})."""
+        res, server = self.result, self.batch_server
+        mine = reported.get(host) if isinstance(reported, dict) else None
+        failed = (self.stats.get("failures") or {}).get(server, 0)
+        dark = (self.stats.get("dark") or {}).get(server, 0)
+        changes = []
+        if failed or dark:
+            tr.status = m.TASK_ERROR
+            if "error" not in tr.types:
+                self._line(t, "error", f"The playbook failed on {server}, the server of {host}.")
+        elif not isinstance(mine, dict):
+            tr.status = m.TASK_ERROR
+            why = (f"ansible-playbook failed (status {res.status}, rc {res.rc})"
+                   if res.rc not in (0, None) or res.status != "successful"
+                   else "the playbook did not report this site")
+            self._line(t, "error", f"{why}: {host} has no result.")
+        elif mine.get("failed"):
+            tr.status = m.TASK_ERROR
+            self._line(t, "error", f"failed: [{host}] => {mine['failed']}")
+        else:
+            changes = [str(c) for c in (mine.get("changed") or [])]
+            if changes:
+                self._line(t, "message", f"changed: [{host}] => {'; '.join(changes)}")
+            else:
+                self._line(t, "info", f"ok: [{host}]")
+            tr.status = (m.TASK_ERROR if "error" in tr.types
+                         else m.TASK_WARNING if "warning" in tr.types else m.TASK_SUCCESS)
+        if isinstance(mine, dict):
+            bad = 1 if tr.status == m.TASK_ERROR else 0
+            self._line(t, "info", f"Summary for {host}: ok={1 - bad} changed={1 if changes else 0} "
+                                  f"failures={bad} dark={1 if dark else 0} skipped=0 ignored=0 "
+                                  "rescued=0")

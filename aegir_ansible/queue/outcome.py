@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
@@ -120,6 +121,127 @@ def _site_backup(ctx):
             timestamp=ctx.now))
 
 
+def _record_backup(ctx, result: dict, description: str) -> None:
+    """A hosting_site_backups row for an archive a run reported (backup, migrate, clone)."""
+    if result.get("backup_file"):
+        ctx.conn.execute(insert(m.HostingSiteBackup).values(
+            site=ctx.task.rid, web_server=ctx.task.server or 0,
+            description=str(result.get("description") or description),
+            filename=str(result["backup_file"]), size=int(result.get("backup_size") or 0),
+            timestamp=ctx.now))
+
+
+def _context_nid(ctx, name) -> int | None:
+    if not name:
+        return None
+    return ctx.conn.execute(select(m.HostingContext.nid)
+                            .where(m.HostingContext.name == str(name))).scalar()
+
+
+@on("site", "restore")
+def _site_restored(ctx):
+    ctx.update_target(m.HostingSite, verified=ctx.now)
+
+
+@on("site", "backup-delete")
+def _site_backups_deleted(ctx):
+    bids = [int(b) for b in ctx.result.result.get("deleted_bids") or [] if str(b).isdigit()]
+    if bids:
+        ctx.conn.execute(delete(m.HostingSiteBackup).where(
+            m.HostingSiteBackup.bid.in_(bids), m.HostingSiteBackup.site == ctx.task.rid))
+
+
+@on("site", "migrate")
+def _site_migrated(ctx):
+    """As hosting_migrate's post hook: platform, db server, db name; the uri (node title,
+    revision title, context name, aliases) when it changed; the backup made first."""
+    r = ctx.result.result
+    _record_backup(ctx, r, "Pre-migration backup")
+    values = {"verified": ctx.now}
+    platform = _context_nid(ctx, r.get("platform"))
+    if platform:
+        values["platform"] = platform
+    db_server = _context_nid(ctx, r.get("db_server"))
+    if db_server:
+        values["db_server"] = db_server
+    if r.get("db_name"):
+        values["db_name"] = str(r["db_name"])[:64]
+    ctx.update_target(m.HostingSite, **values)
+    vid = ctx.target_vid
+    old_uri = ctx.conn.execute(select(m.Node.title).where(m.Node.nid == ctx.task.rid)).scalar()
+    new_uri = str(r.get("uri") or "")
+    if new_uri and new_uri != old_uri:
+        ctx.conn.execute(update(m.Node).where(m.Node.nid == ctx.task.rid)
+                         .values(title=new_uri, changed=ctx.now))
+        ctx.conn.execute(update(m.NodeRevision).where(m.NodeRevision.vid == vid).values(title=new_uri))
+        ctx.conn.execute(update(m.HostingContext).where(m.HostingContext.nid == ctx.task.rid)
+                         .values(name=new_uri))
+        # The new uri is no longer an alias of its own site; a redirection to the old uri
+        # now points at the new one.
+        ctx.conn.execute(delete(m.HostingSiteAlias).where(
+            m.HostingSiteAlias.vid == vid, m.HostingSiteAlias.alias == new_uri))
+        ctx.conn.execute(update(m.HostingSiteAlias).where(
+            m.HostingSiteAlias.vid == vid, m.HostingSiteAlias.redirection == old_uri)
+            .values(redirection=new_uri))
+
+
+@on("site", "clone")
+def _site_cloned(ctx):
+    """As hosting_clone's post hook: a new site node with its revision, hosting_site,
+    hosting_context and alias rows (Frontend.add_site), enabled and verified, with the
+    database name and cron key the run used; the backup made first is recorded."""
+    from aegir_ansible.db.backend import SiteSettings
+    from aegir_ansible.frontend import Frontend
+
+    r = ctx.result.result
+    _record_backup(ctx, r, "Pre-clone backup")
+    if not r.get("uri"):
+        return
+    hs = m.HostingSite
+    src = ctx.conn.execute(select(hs.profile, hs.client, hs.language, hs.platform, hs.db_server)
+                           .where(hs.vid == ctx.target_vid)).first()
+    if src is None:
+        return
+    profile = ctx.conn.execute(select(m.HostingPackage.short_name)
+                               .join(m.Node, m.Node.vid == m.HostingPackage.vid)
+                               .where(m.HostingPackage.nid == src.profile)).scalar()
+    client = ctx.conn.execute(select(m.HostingClient.uname)
+                              .join(m.Node, m.Node.vid == m.HostingClient.vid)
+                              .where(m.HostingClient.nid == src.client)).scalar() if src.client else None
+    interval = ctx.conn.execute(select(SiteSettings.cron_interval)
+                                .where(SiteSettings.nid == ctx.task.rid)).scalar()
+    platform = str(r.get("platform") or "") or src.platform
+    db_server = str(r.get("db_server") or "") or src.db_server
+    from aegir_ansible.validation import InputError
+
+    with Session(bind=ctx.conn) as session:
+        fe = Frontend(session, uid=0)
+        kw = {"cron_interval": interval} if interval is not None else {}
+        try:
+            nid = fe.add_site(
+                str(r["uri"]), platform, db_server=db_server, profile=profile or "standard",
+                language=src.language or "en", aliases=[str(a) for a in r.get("aliases") or []],
+                redirection=str(r.get("redirection") or "") or None, client=client,
+                queue_install=False, status=m.SITE_ENABLED, **kw)
+        except InputError as exc:
+            jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "warning", "The clone was made on the server, "
+                                                 f"but its site could not be recorded: {exc}", ctx.now)])
+            return
+        session.flush()
+        vid = session.get(m.Node, nid).vid
+        session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
+            verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
+            **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
+        session.flush()
+
+
+@on("site", "login-reset")
+def _site_login_link(ctx):
+    link = ctx.result.result.get("login_link")
+    if link:
+        jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", f"One-time login link: {link}", ctx.now)])
+
+
 # -- platforms ---------------------------------------------------------------------------
 
 @on("platform", "verify")
@@ -217,11 +339,32 @@ def retry_delay(settings: Settings, attempts: int) -> float:
     return settings.retry_backoff * (2 ** max(0, attempts - 1))
 
 
+RECORD_CHUNK = 200
+
+
 def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -> None:
-    """Write every task's outcome (one transaction per task, retried on conflicts)."""
-    for nid, tr in res.tasks.items():
-        jm.tx(lambda conn, tr=tr: _record_task(conn, jm, runner_id, res, tr, settings),
-              f"outcome of task {nid}")
+    """Write every task's outcome, retried on conflicts. The tasks of a batch are written
+    in transactions of up to RECORD_CHUNK tasks (one commit per chunk, not per task; each
+    task's changes are still all-or-nothing); if a chunk fails, its tasks are written one
+    transaction each, so that one task's problem cannot hold back the others' outcomes."""
+    items = list(res.tasks.items())
+    for start in range(0, len(items), RECORD_CHUNK):
+        chunk = items[start:start + RECORD_CHUNK]
+        if len(chunk) > 1:
+            def fn(conn, chunk=chunk):
+                for _nid, tr in chunk:
+                    _record_task(conn, jm, runner_id, res, tr, settings)
+            try:
+                jm.tx(fn, f"outcomes of {len(chunk)} tasks")
+                continue
+            except SQLAlchemyError as exc:
+                if jobs.is_disconnect(exc):
+                    raise  # the worker retries the whole record() once the database is back
+                log.warning("recording %d outcomes together failed (%s); one by one now",
+                            len(chunk), str(exc).splitlines()[0])
+        for nid, tr in chunk:
+            jm.tx(lambda conn, tr=tr: _record_task(conn, jm, runner_id, res, tr, settings),
+                  f"outcome of task {nid}")
 
 
 def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: Settings) -> None:

@@ -97,7 +97,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "Runs of a task type declared safe to repeat before a failure is final."),
     Setting("retry_backoff", float, 30.0,
             "Seconds before the first retry; doubled on each further attempt."),
-    Setting("batch_size", int, 50,
+    Setting("batch_size", int, 1000,
             "Most tasks of a batchable type (verify) on one server run as one playbook."),
     Setting("shutdown_grace", float, 60.0,
             "On SIGTERM, seconds running tasks get to finish before they are cancelled."),

@@ -143,7 +143,7 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset((
         "plan", "server", "hosts", "part", "state", "templates", "site_dirs", "settings_mode",
         "allow_new_secrets", "return_secrets", "cron", "cron_state", "vhost_options", "lock_timeout",
-        "sites_php",
+        "sites_php", "report", "results", "cron_result",
     ))
 
     def run(self, tmp=None, task_vars=None):
@@ -170,6 +170,34 @@ class ActionModule(ActionBase):
         if hosts is None:
             hosts = task_vars.get("ansible_play_batch") or []
         hosts = [plain(h) for h in hosts]
+
+        if args.get("report"):
+            # Each host's result from the bulk calls' results: {host: {failed: msg}} or
+            # {host: {changed: [...]}} (batched verify reports these through set_stats).
+            report = {}
+            cron_jobs = (args.get("cron_result") or {}).get("jobs") or {}
+            for host in hosts:
+                failures, changes = [], []
+                for res in args.get("results") or []:
+                    if not isinstance(res, dict):
+                        continue
+                    failed = res.get("failed_sites") or {}
+                    if host in failed:
+                        failures.append(plain(failed[host]))
+                    changed = res.get("changed_sites") or {}
+                    if host in changed:
+                        changes.extend(plain(changed[host]) or [])
+                if cron_jobs:
+                    try:
+                        key = self._site_values(host, Vars(hostvars, host))["uri"]
+                    except Exception:  # noqa: BLE001 — a broken site has no cron job anyway
+                        key = host
+                    status = plain(cron_jobs.get(key))
+                    if status in ("added", "updated", "removed", "purged"):
+                        changes.append("cron job %s" % status)
+                report[host] = {"failed": "; ".join(failures)} if failures else {"changed": changes}
+            result.update(changed=False, report=report)
+            return result
 
         if args.get("plan"):
             servers = []

@@ -1,0 +1,53 @@
+"""A claimer process for the claim-throughput benchmark (`benchmarks.run --only claims`).
+
+Claims as a runner does (JobManager.claim, `slots` runs per claim), does not run a playbook,
+records each run's outcome through the real outcome path (outcome.record: status, log line,
+entity hooks, release), until the queue stays empty. Waits until the given start time so
+that all claimers start together; prints one JSON line with its figures.
+
+    python -m benchmarks.claimer URL START_AT SLOTS
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from aegir_ansible.db import make_engine
+from aegir_ansible.queue import outcome
+from aegir_ansible.queue.execution import RunResult, TaskResult
+from aegir_ansible.queue.jobs import JobManager
+
+
+def main(url: str, start_at: float, slots: int) -> None:
+    engine = make_engine(url)
+    jm = JobManager(engine)
+    runner = jm.register_runner(None, slots)
+    time.sleep(max(0.0, start_at - time.time()))
+    first = time.time()
+    last_done = first
+    tasks = claims = empty = 0
+    while empty < 10:
+        settings = jm.settings()
+        runs = jm.claim(runner, slots, settings)
+        claims += 1
+        if not runs:
+            empty += 1
+            time.sleep(0.02)
+            continue
+        empty = 0
+        for run in runs:
+            now = time.time()
+            res = RunResult(run, started=now, ended=now, status="successful", rc=0)
+            for t in run.tasks:
+                res.tasks[t.nid] = TaskResult(t)
+            outcome.record(jm, runner, res, settings)
+            tasks += len(run.tasks)
+        last_done = time.time()
+    jm.stop_runner(runner)
+    print(json.dumps({"first": first, "last_done": last_done, "tasks": tasks, "claims": claims}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,464 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: aegir-ansible contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Create and deploy Aegir site backup archives (see DOCUMENTATION)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: aegir_site_archive
+short_description: Create an Aegir site backup archive, or deploy one into a site directory
+description:
+  - "O(state=archive): write the site directory and a database dump into one gzip tarball
+    (mode 0600) with the layout provision uses: the site directory's contents at the top, the
+    dump as C(database.sql). Secrets named in O(strip_secrets) are blanked in C(settings.php)
+    (lines ending with C(// aegir:secret <name>)), so the database password is never in an
+    archive: restore keeps the live site's password, a copy gets a new one. The archive is
+    written under a temporary name and renamed when complete."
+  - "O(state=deploy): extract an archive into O(site_path). Member names are checked (no
+    absolute paths, no C(..), no links that leave the site, no devices); C(database.sql) goes to
+    O(dump_dest) (mode 0600), not into the site. Everything is extracted into a staging
+    directory next to O(site_path) first; then either renamed into place (a new site) or, with
+    O(replace), swapped with the current directory, which is kept as RV(previous_path) and
+    whose O(keep_files) are copied into the new one first."
+  - "O(state=rollback): put RV(previous_path) back in place of O(site_path)."
+  - "O(state=discard): remove O(previous_path) for good."
+options:
+  state:
+    type: str
+    choices: [archive, deploy, rollback, discard]
+    required: true
+    description: What to do.
+  site_path:
+    type: path
+    description: The site directory.
+  dest:
+    type: path
+    description: The archive to write (state archive). Must not exist.
+  src:
+    type: path
+    description: The archive to deploy (state deploy).
+  dump_file:
+    type: path
+    description: The database dump to add as C(database.sql) (state archive).
+  dump_dest:
+    type: path
+    description: Where to write the archive's C(database.sql) (state deploy; mode 0600).
+  exclude:
+    type: list
+    elements: str
+    default: [private/temp, files/css, files/js, files/php]
+    description: Paths relative to the site directory left out of the archive.
+  strip_secrets:
+    type: list
+    elements: str
+    default: [db_password]
+    description: Secret names blanked in C(settings.php).
+  replace:
+    type: bool
+    default: false
+    description: Deploy over an existing site directory (kept as RV(previous_path)).
+  keep_files:
+    type: list
+    elements: str
+    default: []
+    description: Files of the current site directory copied into the deployed one (with replace).
+  previous_path:
+    type: path
+    description: The previous directory (states rollback and discard).
+  owner:
+    type: str
+    description: Owner of the archive (archive) or of every deployed file (deploy).
+  group:
+    type: str
+    description: Group of every deployed file (deploy).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: partial
+    details: The diff names the paths that appear, are replaced or go (not file contents).
+"""
+
+RETURN = r"""
+path:
+  description: The archive written (archive).
+  type: str
+  returned: success
+size:
+  description: Size of the archive in bytes (archive).
+  type: int
+  returned: success
+previous_path:
+  description: Where the replaced site directory was moved (deploy with replace).
+  type: str
+  returned: success
+members:
+  description: Number of archive members written or extracted.
+  type: int
+  returned: success
+"""
+
+import os
+import re
+import secrets
+import shutil
+import stat
+import tarfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+SECRET_MARKER = "// aegir:secret "
+_LITERAL = re.compile(r"'((?:[^'\\]|\\.)*)'")
+DUMP_NAME = "database.sql"
+
+
+class ArchiveError(Exception):
+    pass
+
+
+def strip_secrets(text, names):
+    """Blank the value on every `// aegir:secret <name>` line whose name is listed."""
+    out = []
+    for line in text.splitlines(True):
+        idx = line.rfind(SECRET_MARKER)
+        if idx >= 0 and line[idx + len(SECRET_MARKER):].strip() in names:
+            head = line[:idx]
+            spans = [m.span() for m in _LITERAL.finditer(head)]
+            if spans:
+                start, end = spans[-1]
+                head = head[:start] + "''" + head[end:]
+            line = head + line[idx:]
+        out.append(line)
+    return "".join(out)
+
+
+def _rel_ok(name):
+    if not name or name.startswith("/") or "\x00" in name:
+        return False
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return bool(parts) and ".." not in parts
+
+
+def _norm(name):
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _chown_tree(path, uid, gid):
+    if uid == -1 and gid == -1:
+        return
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.lchown(dirpath, uid, gid)
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            os.lchown(p, uid, gid)
+            if not stat.S_ISLNK(st.st_mode):
+                # chown clears set-id bits: put the archived mode back.
+                os.chmod(p, stat.S_IMODE(st.st_mode))
+    st = os.lstat(path)
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
+def rmtree(path):
+    """Remove a site tree even where Drupal left read-only directories."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+        return
+    if not os.path.isdir(path):
+        return
+    for dirpath, dirnames, _files in os.walk(path):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o700)
+    os.chmod(path, 0o700)
+    shutil.rmtree(path)
+
+
+def _ids(owner, group):
+    import grp
+    import pwd
+
+    uid = pwd.getpwnam(owner).pw_uid if owner else -1
+    gid = grp.getgrnam(group).gr_gid if group else -1
+    return uid, gid
+
+
+def make_archive(module, p):
+    site = p["site_path"]
+    dest = p["dest"]
+    if not site or not dest:
+        raise ArchiveError("site_path and dest are required for state=archive")
+    if not os.path.isdir(site) or os.path.islink(site):
+        raise ArchiveError("site directory %s does not exist (is the site installed?)" % site)
+    ddir = os.path.dirname(dest)
+    if not os.path.isdir(ddir):
+        raise ArchiveError("backup directory %s does not exist or is not a directory" % ddir)
+    if not os.access(ddir, os.W_OK):
+        raise ArchiveError("backup directory %s is not writable" % ddir)
+    if os.path.lexists(dest):
+        raise ArchiveError("backup %s already exists" % dest)
+    dump = p["dump_file"]
+    if dump and not module.check_mode and not os.path.isfile(dump):
+        raise ArchiveError("database dump %s does not exist" % dump)
+    excluded = {_norm(e) for e in p["exclude"] if _rel_ok(e)}
+    strip = set(p["strip_secrets"])
+    if module.check_mode:
+        return dict(changed=True, path=dest, size=0, members=0)
+    uid, gid = _ids(p["owner"], None)
+    tmp = os.path.join(ddir, ".%s.%s.part" % (os.path.basename(dest), secrets.token_hex(4)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    count = 0
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+                for dirpath, dirnames, filenames in os.walk(site):
+                    rel_dir = os.path.relpath(dirpath, site)
+                    rel_dir = "" if rel_dir == "." else rel_dir
+                    dirnames[:] = sorted(d for d in dirnames
+                                         if _norm(os.path.join(rel_dir, d)) not in excluded)
+                    if rel_dir:
+                        tar.add(dirpath, arcname=rel_dir, recursive=False)
+                    else:
+                        tar.add(dirpath, arcname=".", recursive=False)
+                    count += 1
+                    for name in sorted(filenames):
+                        rel = _norm(os.path.join(rel_dir, name))
+                        if rel in excluded or (not rel_dir and name == DUMP_NAME):
+                            continue
+                        full = os.path.join(dirpath, name)
+                        if rel == "settings.php" and strip and os.path.isfile(full) \
+                                and not os.path.islink(full):
+                            with open(full, "r", encoding="utf-8", errors="surrogateescape") as fh:
+                                data = strip_secrets(fh.read(), strip).encode("utf-8", "surrogateescape")
+                            info = tar.gettarinfo(full, arcname=rel)
+                            info.size = len(data)
+                            import io
+
+                            tar.addfile(info, io.BytesIO(data))
+                        else:
+                            tar.add(full, arcname=rel, recursive=False)
+                        count += 1
+                if dump:
+                    info = tar.gettarinfo(dump, arcname=DUMP_NAME)
+                    info.mode = 0o600
+                    with open(dump, "rb") as fh:
+                        tar.addfile(info, fh)
+                    count += 1
+            raw.flush()
+            os.fsync(raw.fileno())
+        if uid != -1:
+            os.chown(tmp, uid, -1)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return dict(changed=True, path=dest, size=os.path.getsize(dest), members=count)
+
+
+def _check_members(tar, site_path):
+    """Refuse anything that could land outside the site directory."""
+    checked = []
+    dump = None
+    links = set()
+    for member in tar.getmembers():
+        name = member.name
+        if name in (".", "./"):
+            continue
+        if not _rel_ok(name):
+            raise ArchiveError("refusing archive member %r (absolute path or '..')" % name)
+        norm = _norm(name)
+        parts = norm.split("/")
+        if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+            raise ArchiveError("refusing archive member %r below a symlink" % name)
+        if norm == DUMP_NAME:
+            if not member.isfile():
+                raise ArchiveError("%s in the archive is not a regular file" % DUMP_NAME)
+            dump = member
+            continue
+        if member.isdev() or member.isfifo() or member.ischr() or member.isblk():
+            raise ArchiveError("refusing device or fifo %r in the archive" % name)
+        if member.islnk():
+            raise ArchiveError("refusing hard link %r in the archive" % name)
+        if member.issym():
+            target = os.path.normpath(os.path.join(os.path.dirname(norm), member.linkname))
+            if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
+                raise ArchiveError("refusing symlink %r -> %r leaving the site" % (name, member.linkname))
+            links.add(norm)
+        if not (member.isfile() or member.isdir() or member.issym()):
+            raise ArchiveError("refusing archive member %r of an unknown type" % name)
+        member.name = norm
+        checked.append(member)
+    return checked, dump
+
+
+def deploy(module, p):
+    src, site = p["src"], p["site_path"]
+    if not src or not site:
+        raise ArchiveError("src and site_path are required for state=deploy")
+    if not os.path.isfile(src):
+        raise ArchiveError("backup %s does not exist on this server" % src)
+    parent = os.path.dirname(site)
+    if not os.path.isdir(parent):
+        raise ArchiveError("%s does not exist: is the target platform there?" % parent)
+    if not os.access(parent, os.W_OK):
+        raise ArchiveError("%s is not writable" % parent)
+    exists = os.path.lexists(site)
+    if exists and not p["replace"]:
+        raise ArchiveError("%s already exists: refusing to overwrite another site" % site)
+    if exists and (os.path.islink(site) or not os.path.isdir(site)):
+        raise ArchiveError("%s is not a directory" % site)
+    try:
+        tar = tarfile.open(src, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArchiveError("cannot read backup %s: %s" % (src, exc))
+    with tar:
+        members, dump = _check_members(tar, site)
+        if p["dump_dest"] and dump is None:
+            raise ArchiveError("backup %s has no %s" % (src, DUMP_NAME))
+        if module.check_mode:
+            return dict(changed=True, members=len(members), previous_path=None)
+        uid, gid = _ids(p["owner"], p["group"])
+        staging = os.path.join(parent, ".aegir-deploy-%s" % secrets.token_hex(6))
+        os.mkdir(staging, 0o700)
+        try:
+            kwargs = {}
+            if hasattr(tarfile, "data_filter"):
+                kwargs["filter"] = "data"
+            tar.extractall(staging, members=members, **kwargs)
+            # The data filter drops group write and set-gid bits; the site needs them back
+            # (files/ is written by the web server). Set-uid and sticky bits stay off.
+            for member in members:
+                if not member.issym():
+                    keep = 0o2777 if member.isdir() else 0o777
+                    os.chmod(os.path.join(staging, member.name), member.mode & keep)
+            _chown_tree(staging, uid, gid)
+            if dump is not None and p["dump_dest"]:
+                fd = os.open(p["dump_dest"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "wb") as out, tar.extractfile(dump) as fh:
+                    shutil.copyfileobj(fh, out)
+            root_mode = None
+            for member in tar.getmembers():
+                if member.name in (".", "./") and member.isdir():
+                    root_mode = member.mode & 0o7777 & ~0o7000
+            os.chmod(staging, root_mode if root_mode is not None else 0o755)
+            previous = None
+            if exists:
+                for rel in p["keep_files"]:
+                    if not _rel_ok(rel):
+                        raise ArchiveError("keep_files entry %r must be relative" % rel)
+                    old = os.path.join(site, _norm(rel))
+                    new = os.path.join(staging, _norm(rel))
+                    if os.path.isfile(old) and not os.path.islink(old):
+                        if os.path.lexists(new):
+                            os.chmod(new, 0o600)
+                            os.unlink(new)
+                        shutil.copy2(old, new)
+                        st = os.stat(old)
+                        os.chown(new, st.st_uid, st.st_gid)
+                        os.chmod(new, stat.S_IMODE(st.st_mode))
+                previous = os.path.join(parent, ".aegir-previous-%s-%s"
+                                        % (os.path.basename(site), secrets.token_hex(4)))
+                os.rename(site, previous)
+            try:
+                os.rename(staging, site)
+            except OSError:
+                if previous:
+                    os.rename(previous, site)
+                raise
+        except BaseException:
+            if os.path.lexists(staging):
+                rmtree(staging)
+            raise
+    return dict(changed=True, members=len(members), previous_path=previous)
+
+
+def rollback(module, p):
+    site, prev = p["site_path"], p["previous_path"]
+    if not site or not prev:
+        raise ArchiveError("site_path and previous_path are required for state=rollback")
+    if not os.path.isdir(prev):
+        raise ArchiveError("previous directory %s does not exist" % prev)
+    if module.check_mode:
+        return dict(changed=True)
+    if os.path.lexists(site):
+        rmtree(site)
+    os.rename(prev, site)
+    return dict(changed=True)
+
+
+def discard(module, p):
+    prev = p["previous_path"]
+    if not prev:
+        return dict(changed=False)
+    if not os.path.basename(prev).startswith(".aegir-previous-"):
+        raise ArchiveError("refusing to remove %s: not a previous site directory" % prev)
+    if not os.path.lexists(prev):
+        return dict(changed=False)
+    if not module.check_mode:
+        rmtree(prev)
+    return dict(changed=True)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", required=True, choices=["archive", "deploy", "rollback", "discard"]),
+            site_path=dict(type="path"),
+            dest=dict(type="path"),
+            src=dict(type="path"),
+            dump_file=dict(type="path"),
+            dump_dest=dict(type="path"),
+            exclude=dict(type="list", elements="str",
+                         default=["private/temp", "files/css", "files/js", "files/php"]),
+            strip_secrets=dict(type="list", elements="str", default=["db_password"], no_log=False),
+            replace=dict(type="bool", default=False),
+            keep_files=dict(type="list", elements="str", default=[]),
+            previous_path=dict(type="path"),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        handler = {"archive": make_archive, "deploy": deploy, "rollback": rollback,
+                   "discard": discard}[p["state"]]
+        result = handler(module, p)
+    except ArchiveError as exc:
+        module.fail_json(msg=str(exc))
+    except (OSError, KeyError, tarfile.TarError) as exc:
+        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
+    if module._diff and result.get("changed"):
+        result["diff"] = _path_diff(p)
+    module.exit_json(**result)
+
+
+def _path_diff(p):
+    """Which paths this call makes appear, replaces or removes (contents are not shown:
+    an archive may hold a site's private files)."""
+    state = p["state"]
+    if state == "archive":
+        return {"before": "", "after": "%s (archive of %s)\n" % (p["dest"], p["site_path"]),
+                "after_header": p["dest"]}
+    if state == "deploy":
+        before = "%s\n" % p["site_path"] if p["replace"] else ""
+        return {"before": before, "after": "%s (from %s)\n" % (p["site_path"], p["src"]),
+                "before_header": p["site_path"], "after_header": p["site_path"]}
+    if state == "rollback":
+        return {"before": "%s\n" % p["site_path"],
+                "after": "%s (put back from %s)\n" % (p["site_path"], p["previous_path"])}
+    return {"before": "%s\n" % p["previous_path"], "after": "",
+            "before_header": p["previous_path"]}
+
+
+if __name__ == "__main__":
+    main()
