@@ -482,7 +482,7 @@ def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
         claims.append(sum(r["claims"] for r in results))
     return [{"measure": f"claims: {procs_n} runner processes, {n} enable tasks (claim + outcome, "
                         "no playbook)", "db": db.kind, "tasks": n, "tasks_per_s": median(rates),
-             "runs_per_s": " ".join(f"{x:.0f}" for x in rates), "claims": max(claims)}]
+             "tasks_per_s_each": " ".join(f"{x:.0f}" for x in rates), "claims": max(claims)}]
 
 
 # -- 5. runner memory -----------------------------------------------------------------------
@@ -548,6 +548,14 @@ MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify, "laten
                 "claims": bench_claims, "memory": bench_memory}
 
 
+def format_tables(rows: list[dict]) -> str:
+    """One table per measurement (rows grouped by the prefix of `measure`)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["measure"].split(":", 1)[0], []).append(r)
+    return "\n\n".join(f"### {name}\n\n{format_rows(group)}" for name, group in groups.items())
+
+
 def format_rows(rows: list[dict]) -> str:
     cols = []
     for r in rows:
@@ -608,7 +616,7 @@ def main(argv=None) -> int:
                f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
                f"Sizes: {sizes}; median of {args.repeat} runs.\n\n"
                f"Machine: {machine()}; load average at the end {load} (other work on the machine "
-               f"inflates wall times).\n\n{format_rows(all_rows)}\n")
+               f"inflates wall times).\n\n{format_tables(all_rows)}\n")
     print(section)
     _write_results(Path(args.results), args.size, section)
     return 0
