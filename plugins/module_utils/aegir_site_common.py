@@ -169,20 +169,26 @@ def read_secrets(text):
     return found
 
 
-def mask_secrets(text):
-    """Replace the value on every secret line, for diffs and logs."""
+def replace_secrets(text, replacement, names=None):
+    """Put the PHP literal `replacement` in place of the value on every secret line (only the
+    secrets in `names` when given)."""
     out = []
     for line in text.splitlines(True):
         idx = line.rfind(SECRET_MARKER)
-        if idx >= 0:
+        if idx >= 0 and (names is None or line[idx + len(SECRET_MARKER):].strip() in names):
             head = line[:idx]
             spans = [m.span() for m in re.finditer(_PHP_LITERAL, head)]
             if spans:
                 start, end = spans[-1]
-                head = head[:start] + "'********'" + head[end:]
+                head = head[:start] + replacement + head[end:]
             line = head + line[idx:]
         out.append(line)
     return "".join(out)
+
+
+def mask_secrets(text):
+    """Replace the value on every secret line, for diffs and logs."""
+    return replace_secrets(text, "'********'")
 
 
 class FileLock(object):

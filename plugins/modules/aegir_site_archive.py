@@ -102,7 +102,6 @@ members:
 """
 
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -110,8 +109,10 @@ import tarfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-SECRET_MARKER = "// aegir:secret "
-_LITERAL = re.compile(r"'((?:[^'\\]|\\.)*)'")
+try:  # installed as the aegir.hosting collection
+    from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
+except ImportError:  # from this repository (ansible.cfg: module_utils = plugins/module_utils)
+    from ansible.module_utils import aegir_site_common as common
 DUMP_NAME = "database.sql"
 
 
@@ -121,18 +122,7 @@ class ArchiveError(Exception):
 
 def strip_secrets(text, names):
     """Blank the value on every `// aegir:secret <name>` line whose name is listed."""
-    out = []
-    for line in text.splitlines(True):
-        idx = line.rfind(SECRET_MARKER)
-        if idx >= 0 and line[idx + len(SECRET_MARKER):].strip() in names:
-            head = line[:idx]
-            spans = [m.span() for m in _LITERAL.finditer(head)]
-            if spans:
-                start, end = spans[-1]
-                head = head[:start] + "''" + head[end:]
-            line = head + line[idx:]
-        out.append(line)
-    return "".join(out)
+    return common.replace_secrets(text, "''", names)
 
 
 def _rel_ok(name):
