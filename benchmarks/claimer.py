@@ -27,16 +27,21 @@ def main(url: str, start_at: float, slots: int) -> None:
     time.sleep(max(0.0, start_at - time.time()))
     first = time.time()
     last_done = first
-    tasks = claims = empty = 0
+    tasks = claims = empty = empty_total = 0
+    claim_s = record_s = 0.0
     while empty < 10:
         settings = jm.settings()
+        t0 = time.perf_counter()
         runs = jm.claim(runner, slots, settings)
+        claim_s += time.perf_counter() - t0
         claims += 1
         if not runs:
             empty += 1
+            empty_total += 1
             time.sleep(0.02)
             continue
         empty = 0
+        t0 = time.perf_counter()
         for run in runs:
             now = time.time()
             res = RunResult(run, started=now, ended=now, status="successful", rc=0)
@@ -44,9 +49,12 @@ def main(url: str, start_at: float, slots: int) -> None:
                 res.tasks[t.nid] = TaskResult(t)
             outcome.record(jm, runner, res, settings)
             tasks += len(run.tasks)
+        record_s += time.perf_counter() - t0
         last_done = time.time()
     jm.stop_runner(runner)
-    print(json.dumps({"first": first, "last_done": last_done, "tasks": tasks, "claims": claims}))
+    print(json.dumps({"first": first, "last_done": last_done, "tasks": tasks, "claims": claims,
+                      "empty_claims": empty_total, "claim_s": round(claim_s, 3),
+                      "record_s": round(record_s, 3)}))
 
 
 if __name__ == "__main__":

@@ -473,6 +473,7 @@ def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
             if p.returncode != 0:
                 raise RuntimeError(f"claimer failed: {err[-2000:]}")
             results.append(json.loads(out.strip().splitlines()[-1]))
+        print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
         done = _task_outcomes(db, tasks)
         total = sum(r["tasks"] for r in results)
         if total != n or done["success"] != n:

@@ -31,7 +31,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import aliased
 
@@ -150,6 +150,7 @@ class TaskRow:
     run_id: str | None = None
     cancel_requested: int | None = None
     has_queue_row: bool = False
+    target_vid: int | None = None
 
     @property
     def type_info(self):
@@ -199,73 +200,180 @@ class TaskRow:
         return None
 
 
-def _target_select(*extra):
+@dataclass(frozen=True)
+class _Aliases:
+    """The tables of the task -> target -> server relation, as aliased in one select."""
+
+    t: object
+    rn: object
+    ctx: object
+    s: object
+    sp: object
+    rp: object
+    sv: object
+    qt: object
+
+    @property
+    def server(self):
+        return func.coalesce(self.sv.nid, self.rp.web_server, self.sp.web_server)
+
+    @property
+    def platform(self):
+        return func.coalesce(self.rp.nid, self.sp.nid)
+
+
+def _joined(columns, context: bool = True):
+    """SELECT columns(aliases) over each task revision that is its node's current one,
+    joined to its target (site, platform or server), the target's server and its queue row."""
     t = m.HostingTask
     tn = aliased(m.Node, name="tn")
     rn = aliased(m.Node, name="rn")
-    ctx = m.HostingContext
-    s = m.HostingSite
     spn = aliased(m.Node, name="spn")
-    sp = aliased(m.HostingPlatform, name="sp")
-    rp = aliased(m.HostingPlatform, name="rp")
-    sv = m.HostingServer
-    qt = QueueTask
-    server = func.coalesce(sv.nid, rp.web_server, sp.web_server)
+    a = _Aliases(t=t, rn=rn, ctx=m.HostingContext, s=m.HostingSite,
+                 sp=aliased(m.HostingPlatform, name="sp"),
+                 rp=aliased(m.HostingPlatform, name="rp"), sv=m.HostingServer, qt=QueueTask)
     q = (
-        select(t.vid, t.nid, t.task_type, t.rid, rn.type, ctx.name, s.status,
-               func.coalesce(rp.status, sp.status), sv.status, server,
-               func.coalesce(rp.nid, sp.nid), s.nid, t.task_status,
-               qt.not_before, qt.attempts, qt.runner_id, qt.run_id, qt.cancel_requested, qt.nid,
-               *extra)
+        select(*columns(a))
         .select_from(t)
         .join(tn, tn.vid == t.vid)
         .outerjoin(rn, rn.nid == t.rid)
-        .outerjoin(ctx, ctx.nid == t.rid)
-        .outerjoin(s, and_(s.vid == rn.vid, rn.type == "site"))
-        .outerjoin(spn, spn.nid == s.platform)
-        .outerjoin(sp, sp.vid == spn.vid)
-        .outerjoin(rp, and_(rp.vid == rn.vid, rn.type == "platform"))
-        .outerjoin(sv, and_(sv.vid == rn.vid, rn.type == "server"))
-        .outerjoin(qt, qt.nid == t.nid)
+    )
+    if context:
+        q = q.outerjoin(a.ctx, a.ctx.nid == t.rid)
+    q = (
+        q.outerjoin(a.s, and_(a.s.vid == rn.vid, rn.type == "site"))
+        .outerjoin(spn, spn.nid == a.s.platform)
+        .outerjoin(a.sp, a.sp.vid == spn.vid)
+        .outerjoin(a.rp, and_(a.rp.vid == rn.vid, rn.type == "platform"))
+        .outerjoin(a.sv, and_(a.sv.vid == rn.vid, rn.type == "server"))
+        .outerjoin(a.qt, a.qt.nid == t.nid)
         .where(tn.type == "task")
     )
-    return q, server
+    return q, a
+
+
+def _row_columns(a: _Aliases):
+    """TaskRow's fields, in order (then the queue row's key and the target's revision)."""
+    t, rn, qt = a.t, a.rn, a.qt
+    return (t.vid, t.nid, t.task_type, t.rid, rn.type, a.ctx.name, a.s.status,
+            func.coalesce(a.rp.status, a.sp.status), a.sv.status, a.server, a.platform,
+            a.s.nid, t.task_status, qt.not_before, qt.attempts, qt.runner_id, qt.run_id,
+            qt.cancel_requested, qt.nid, rn.vid)
 
 
 def _rows(result) -> list[TaskRow]:
-    out = []
-    for r in result:
-        out.append(TaskRow(*r[:18], has_queue_row=r[18] is not None))
-    return out
+    return [TaskRow(*r[:18], has_queue_row=r[18] is not None, target_vid=r[19]) for r in result]
 
 
 _BASE_TARGET_SELECT = None
 
 
-def target_query(status: int | None = None, servers: list[int] | None = None, nids=None, limit=None):
+def _base_select():
     global _BASE_TARGET_SELECT
     if _BASE_TARGET_SELECT is None:
         # Built once: constructing this many-join select costs milliseconds of Python, and
         # claims use it several times each (statements are immutable; .where() copies).
-        _BASE_TARGET_SELECT = _target_select()
-    q, server = _BASE_TARGET_SELECT
+        _BASE_TARGET_SELECT = _joined(_row_columns)
+    return _BASE_TARGET_SELECT
+
+
+def target_query(status: int | None = None, servers: list[int] | None = None, nids=None, limit=None):
+    q, a = _base_select()
     if status is not None:
-        q = q.where(m.HostingTask.task_status == status)
+        q = q.where(a.t.task_status == status)
     if servers:
-        q = q.where(server.in_(servers))
+        q = q.where(a.server.in_(servers))
     if nids is not None:
-        q = q.where(m.HostingTask.nid.in_(list(nids)))
-    q = q.order_by(m.HostingTask.nid)
+        q = q.where(a.t.nid.in_(list(nids)))
+    q = q.order_by(a.t.nid)
     if limit:
         q = q.limit(limit)
     return q
 
 
+def running_query():
+    """The tasks runners hold now. Read from the queue rows (indexed by runner), not by
+    scanning hosting_task for status -1: claims read this every time."""
+    return target_query(m.TASK_PROCESSING).where(QueueTask.runner_id.is_not(None))
+
+
 def queued_servers_query(servers: list[int] | None = None):
-    """The distinct servers (None for malformed tasks) of the queued tasks: what a claim
-    needs to know before its transaction, without reading every queued row."""
-    sub = target_query(0, servers).order_by(None).subquery()
-    return select(list(sub.c)[9]).distinct()  # column 9: the server (TaskRow.server)
+    """The distinct servers (None for malformed tasks) of the queued tasks."""
+    q, a = _joined(lambda a: (a.server.label("server"),))
+    q = q.where(a.t.task_status == 0)
+    if servers:
+        q = q.where(a.server.in_(servers))
+    return q.distinct()
+
+
+WIDE_TYPES = tuple(sorted(name for name, tt in TASK_TYPES.items() if tt.platform_wide))
+_HEADS = None
+
+
+def _heads_base():
+    """Queued tasks, narrow: nid, server, and what orders and filters them: `target_rank`
+    is 1 for the oldest queued task of its target (tasks of one target run first in, first
+    out). Narrow because the database ranks and sorts every queued row: wide rows (names,
+    long texts) made that ten times slower on MariaDB."""
+    global _HEADS
+    if _HEADS is None:
+        def columns(a):
+            t, rn = a.t, a.rn
+            return (
+                t.nid.label("nid"), a.server.label("server"), a.s.nid.label("site"),
+                a.platform.label("platform"), a.qt.not_before.label("not_before"),
+                case({"server": 0, "platform": 1, "site": 2}, value=rn.type, else_=3).label("level"),
+                case({name: tt.priority for name, tt in TASK_TYPES.items()},
+                     value=t.task_type, else_=0).label("priority"),
+                func.row_number().over(partition_by=t.rid, order_by=t.nid).label("target_rank"),
+            )
+
+        q, a = _joined(columns, context=False)
+        _HEADS = (q.where(a.t.task_status == 0), a)
+    return _HEADS
+
+
+def wide_query():
+    """The oldest queued platform-wide task of each platform: it holds back the site tasks
+    of its platform queued after it. (Few rows: such tasks are rare.)"""
+    q, a = _joined(lambda a: (a.platform, func.min(a.t.nid)), context=False)
+    return (q.where(a.t.task_status == 0, a.t.task_type.in_(WIDE_TYPES), a.rn.type == "platform")
+            .group_by(a.platform))
+
+
+def heads_query(now: float, limit: int | None = None, *, only: list[int] | None = None,
+                orphans: bool = True, wide: dict[int, int] | None = None,
+                per_server: int | None = None):
+    """(nid, server) of the queued tasks that may start as far as the queue alone says
+    (oldest of their target, not deferred, not behind a platform-wide task: `wide` maps
+    platform to the oldest queued one, from wide_query()), in claim order: servers' tasks
+    before platforms' before sites' (what a site needs is set up first), then the task
+    type's priority (lower first), then the oldest. `only` restricts the servers;
+    `orphans` adds the tasks whose server cannot be found (malformed: they are failed);
+    `per_server` keeps the first N of each server (one busy server cannot fill the page)."""
+    q, a = _heads_base()
+    server = a.server
+    if only is not None:
+        cond = server.in_(only or [-1])
+        q = q.where(or_(cond, server.is_(None)) if orphans else cond)
+    elif not orphans:
+        q = q.where(server.is_not(None))
+    c = q.subquery().c
+    held_back = [and_(c.site.is_not(None), c.platform == platform, c.nid > first)
+                 for platform, first in sorted((wide or {}).items())]
+    order = (c.level, c.priority, c.nid)
+    ready = (c.target_rank == 1, func.coalesce(c.not_before, 0) <= now,
+             *[~cond for cond in held_back])
+    if per_server:
+        rank = func.row_number().over(partition_by=c.server, order_by=order)
+        c = select(c.nid, c.server, c.level, c.priority, rank.label("server_rank")) \
+            .where(*ready).subquery().c
+        q = select(c.nid, c.server).where(c.server_rank <= per_server)
+        order = (c.level, c.priority, c.nid)
+    else:
+        q = select(c.nid, c.server).where(*ready)
+    q = q.order_by(*order)
+    return q.limit(limit) if limit else q
 
 
 # -- claiming ------------------------------------------------------------------------------
@@ -304,12 +412,41 @@ def load_settings(conn) -> Settings:
     return Settings(values)
 
 
+@dataclass
+class _HeadsPage:
+    """The first tasks of each server (heads_query), kept between claims: the query ranks
+    every queued task, so a runner reads the page once and claims from it until it is a
+    poll interval old or a server's share is used up. Every claim checks its tasks again."""
+
+    key: tuple
+    read_at: float
+    per_server: int
+    heads: list[tuple[int, int | None]]
+    wide: dict[int, int]
+    full: set[int] = field(default_factory=set)  # servers that may have more than their share
+
+    def __post_init__(self):
+        count: dict = defaultdict(int)
+        for _nid, server in self.heads:
+            count[server] += 1
+        self.full = {s for s, n in count.items() if n >= self.per_server}
+
+    def drop(self, nids: set[int]) -> None:
+        self.heads = [h for h in self.heads if h[0] not in nids]
+
+    def stale(self, key: tuple, now: float, max_age: float) -> bool:
+        if not self.heads or key != self.key or now - self.read_at >= max_age:
+            return True
+        return bool(self.full - {server for _nid, server in self.heads})
+
+
 class JobManager:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.mysql = engine.dialect.name != "sqlite"
         self.scan_limit = 2000
         self._known_server_rows: set[int] = set()
+        self._heads: _HeadsPage | None = None
 
     # -- transactions --------------------------------------------------------------------
 
@@ -389,45 +526,47 @@ class JobManager:
         if slots <= 0 or not settings.enabled:
             return []
         now = time.time()
-        with self.engine.connect() as conn:
-            with_work = list(conn.execute(queued_servers_query(servers)).scalars())
-        if not with_work:
-            return []
-        self.ensure_server_rows(set(with_work))
-        return self.tx(lambda conn: self._claim(conn, runner_id, slots, settings, servers, now),
-                       "claim")
+        key = tuple(servers or ())
+        cached = self._heads
+        fresh = cached is None or cached.stale(key, now, min(1.0, settings.poll_interval))
+        if fresh:
+            cached = self._read_heads(key, servers, now, max(16, 4 * slots))
+        for _attempt in (0, 1):
+            if not cached.heads:
+                return []
+            self.ensure_server_rows({server for _nid, server in cached.heads})
+            runs, gone = self.tx(lambda conn: self._claim(conn, runner_id, slots, settings, now,
+                                                           cached), "claim")
+            cached.drop(gone)  # after the commit: a retried transaction sees the whole page
+            if runs or fresh:
+                return runs
+            # The kept page gave nothing (other runners took its tasks): read a new one.
+            cached = self._read_heads(key, servers, now, max(16, 4 * slots))
+            fresh = True
+        return []
 
-    def _claim(self, conn, runner_id, slots, settings, servers, now) -> list[Run]:
+    def _read_heads(self, key, servers, now, per_server) -> _HeadsPage:
+        """Outside any transaction, without locks: the claim checks every task again."""
+        with self.engine.connect() as conn:
+            wide = dict(conn.execute(wide_query()).all())
+            heads = [tuple(h) for h in conn.execute(heads_query(
+                now, only=servers, orphans=servers is None, wide=wide, per_server=per_server))]
+        self._heads = _HeadsPage(key, now, per_server, heads, wide)
+        return self._heads
+
+    def _claim(self, conn, runner_id, slots, settings, now, cached: _HeadsPage) -> list[Run]:
         if settings.concurrency > 0:
             # An exact global limit: claims take turns on the setting's row.
             conn.execute(select(QueueSetting.name).where(QueueSetting.name == "concurrency")
                          .with_for_update())
-        queued = _rows(conn.execute(target_query(0, servers, limit=self.scan_limit)))
-        if not queued:
-            return []
         runs: list[Run] = []
-        problems = [(r, r.problem()) for r in queued]
-        bad = [(r, p) for r, p in problems if p]
-        good = [r for r, p in problems if not p]
+        bad: list[tuple[TaskRow, str]] = []
 
-        # Lock the queues of the servers with work; skip those another runner is claiming on.
-        wanted = sorted({r.server for r in good})
-        locked: dict[int, tuple[int, int | None]] = {}
-        if wanted:
-            for nid, paused, conc in conn.execute(
-                select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency)
-                .where(QueueServer.server_nid.in_(wanted))
-                .order_by(QueueServer.server_nid)
-                .with_for_update(skip_locked=True)
-            ):
-                locked[nid] = (paused, conc)
-
-        running = _rows(conn.execute(target_query(-1))) if locked or settings.concurrency else []
+        running = _rows(conn.execute(running_query()))
         run_keys_by_server: dict[int, set] = defaultdict(set)
         all_runs = set()
         busy_targets, busy_sites = set(), set()
         busy_wide_platforms, busy_site_platforms = set(), set()
-        my_runs = set()
         for r in running:
             key = r.run_id or f"task:{r.nid}"
             all_runs.add(key)
@@ -440,68 +579,120 @@ class JobManager:
                     busy_site_platforms.add(r.platform)
             if r.platform_wide:
                 busy_wide_platforms.add(r.platform)
-            if r.runner_id == runner_id:
-                my_runs.add(key)
         global_free = (settings.concurrency - len(all_runs)) if settings.concurrency > 0 else 10**9
 
-        # Oldest queued task per target only (FIFO per target); a queued platform-wide task
-        # holds back site tasks of its platform queued after it.
-        first_per_target: dict[int, TaskRow] = {}
-        wide_queued: dict[int, int] = {}
-        for r in good:  # ordered by nid
-            first_per_target.setdefault(r.rid, r)
-            if r.platform_wide:
-                wide_queued.setdefault(r.platform, r.nid)
-        eligible = [r for r in first_per_target.values()
-                    if r.server in locked and not locked[r.server][0]
-                    and (r.not_before or 0) <= now]
-        eligible.sort(key=lambda r: r.order)
-
-        free_by_server = {}
-        for nid, (paused, conc) in locked.items():
-            cap = conc if conc is not None else settings.server_concurrency
-            free_by_server[nid] = cap - len(run_keys_by_server[nid])
+        locked: dict[int, tuple[int, int | None]] = {}
+        free_by_server: dict[int, int] = {}
+        open_to: list[int] = []
         open_batches: dict[tuple, Run] = {}
         chosen: list[tuple[TaskRow, Run]] = []
-        for r in eligible:
-            if r.rid in busy_targets or (r.site and r.site in busy_sites):
-                continue
-            if r.site and r.platform in busy_wide_platforms:
-                continue
-            if r.site and r.platform in wide_queued and wide_queued[r.platform] < r.nid:
-                continue
-            if r.platform_wide and (r.platform in busy_site_platforms
-                                    or r.platform in busy_wide_platforms):
-                continue
-            batch_key = (r.server, r.task_type, r.target_type)
-            run = None
-            if r.task_type in BATCHABLE_TYPES and settings.batch_size > 1:
-                run = open_batches.get(batch_key)
-                if run is not None and len(run.tasks) >= settings.batch_size:
-                    run = None
-            if run is None:
-                if slots <= 0 or global_free <= 0 or free_by_server[r.server] <= 0:
+        gone: set[int] = set()  # tasks of the page no longer queued, or claimed now
+
+        def wants_more() -> bool:
+            if slots > 0 and global_free > 0 and any(free_by_server[s] > 0 for s in open_to):
+                return True
+            return any(len(run.tasks) < settings.batch_size for run in open_batches.values())
+
+        def lock(group: list[int]) -> list[int]:
+            """Lock these servers' queues, skipping those another runner is claiming on:
+            claims on one server are serialised, claims on different servers run in
+            parallel. Returns the servers that may take a run now."""
+            got = []
+            for nid, paused, conc in conn.execute(
+                select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency)
+                .where(QueueServer.server_nid.in_(group))
+                .order_by(QueueServer.server_nid)
+                .with_for_update(skip_locked=True)
+            ):
+                locked[nid] = (paused, conc)
+                cap = conc if conc is not None else settings.server_concurrency
+                free_by_server[nid] = cap - len(run_keys_by_server[nid])
+                if not paused and free_by_server[nid] > 0:
+                    got.append(nid)
+            open_to.extend(got)
+            return got
+
+        def consider(take: list[int]) -> None:
+            nonlocal slots, global_free
+            order = {nid: i for i, nid in enumerate(take)}
+            rows = sorted(_rows(conn.execute(target_query(0, nids=take))) if take else [],
+                          key=lambda r: order[r.nid])
+            gone.update(set(take) - {r.nid for r in rows})
+            for r in rows:
+                problem = r.problem()
+                if problem:
+                    bad.append((r, problem))
+                    gone.add(r.nid)
                     continue
-                run = Run(uuid.uuid4().hex, r.server, r.task_type)
-                runs.append(run)
-                slots -= 1
-                global_free -= 1
-                free_by_server[r.server] -= 1
-                if r.task_type in BATCHABLE_TYPES:
-                    open_batches[batch_key] = run
-            run.tasks.append(r)
-            chosen.append((r, run))
-            busy_targets.add(r.rid)
-            if r.site:
-                busy_sites.add(r.site)
-                busy_site_platforms.add(r.platform)
-            if r.platform_wide:
-                busy_wide_platforms.add(r.platform)
+                if r.server not in free_by_server:
+                    continue  # its server changed since the page was read
+                if r.rid in busy_targets or (r.site and r.site in busy_sites):
+                    continue
+                if r.site and r.platform in busy_wide_platforms:
+                    continue
+                if r.platform_wide and (r.platform in busy_site_platforms
+                                        or r.platform in busy_wide_platforms):
+                    continue
+                batch_key = (r.server, r.task_type, r.target_type)
+                run = None
+                if r.task_type in BATCHABLE_TYPES and settings.batch_size > 1:
+                    run = open_batches.get(batch_key)
+                    if run is not None and len(run.tasks) >= settings.batch_size:
+                        run = None
+                if run is None:
+                    if slots <= 0 or global_free <= 0 or free_by_server[r.server] <= 0:
+                        continue
+                    run = Run(uuid.uuid4().hex, r.server, r.task_type)
+                    runs.append(run)
+                    slots -= 1
+                    global_free -= 1
+                    free_by_server[r.server] -= 1
+                    if r.task_type in BATCHABLE_TYPES:
+                        open_batches[batch_key] = run
+                run.tasks.append(r)
+                chosen.append((r, run))
+                gone.add(r.nid)
+                busy_targets.add(r.rid)
+                if r.site:
+                    busy_sites.add(r.site)
+                    busy_site_platforms.add(r.platform)
+                if r.platform_wide:
+                    busy_wide_platforms.add(r.platform)
+
+        # Tasks whose server cannot be found are failed (malformed).
+        consider([nid for nid, server in cached.heads if server is None])
+        # Then the page's servers in claim order, a few at a time: lock only as many
+        # servers as the free slots need, so that other runners can claim on the others.
+        tried: set[int] = set()
+        while wants_more() or not tried:
+            group = []
+            for _nid, server in cached.heads:
+                if server is not None and server not in tried and server not in group:
+                    group.append(server)
+                    if len(group) >= max(1, slots):
+                        break
+            if not group:
+                break
+            tried.update(group)
+            got = set(lock(group))
+            consider([nid for nid, server in cached.heads if server in got])
+
+        # Batches still open: read on, in longer pages of the locked servers' tasks.
+        page, seen = 8 * cached.per_server, {nid for nid, _server in cached.heads} | gone
+        while open_batches and wants_more() and page < self.scan_limit and open_to:
+            room = max(settings.batch_size - len(run.tasks) for run in open_batches.values())
+            page = min(self.scan_limit, max(2 * page, len(seen) + room))
+            heads = list(conn.execute(heads_query(now, page, only=open_to, orphans=False,
+                                                  wide=cached.wide)))
+            consider([nid for nid, _server in heads if nid not in seen])
+            seen.update(nid for nid, _server in heads)
+            if len(heads) < page:
+                break
 
         bad_runs = [Run(uuid.uuid4().hex, r.server, r.task_type, [r], problem=p) for r, p in bad]
         candidates = [(r, run) for r, run in chosen] + [(run.tasks[0], run) for run in bad_runs]
         if not candidates:
-            return []
+            return [], gone
         vids = [r.vid for r, _ in candidates]
         got = set(conn.execute(
             select(m.HostingTask.vid)
@@ -509,7 +700,7 @@ class JobManager:
             .with_for_update(skip_locked=True)
         ).scalars())
         if not got:
-            return []
+            return [], gone
         ts = int(now)
         conn.execute(update(m.HostingTask).where(m.HostingTask.vid.in_(got),
                                                  m.HostingTask.task_status == 0)
@@ -539,7 +730,7 @@ class JobManager:
             run.tasks = [t for t in run.tasks if t.vid in got]
             if run.tasks:
                 result.append(run)
-        return result
+        return result, gone
 
     # -- cancel, reaping, release --------------------------------------------------------
 
@@ -548,16 +739,25 @@ class JobManager:
             return set(conn.execute(select(QueueTask.nid).where(
                 QueueTask.runner_id == runner_id, QueueTask.cancel_requested == 1)).scalars())
 
-    def still_mine(self, conn, runner_id: str, task: TaskRow) -> bool:
-        row = conn.execute(
-            select(QueueTask.runner_id, QueueTask.run_id, m.HostingTask.task_status)
-            .join(m.Node, m.Node.nid == QueueTask.nid)
-            .join(m.HostingTask, m.HostingTask.vid == m.Node.vid)
-            .where(QueueTask.nid == task.nid, m.HostingTask.vid == task.vid)
-            .with_for_update()
-        ).first()
-        return bool(row and row[0] == runner_id and row[1] == task.run_id
-                    and row[2] == m.TASK_PROCESSING)
+    @staticmethod
+    def finish(conn, runner_id: str, task: TaskRow, status: int, delta: int,
+               last_error: str | None = None) -> bool:
+        """Release the task's queue row and write its final status, if this runner still
+        holds the task for this run (a reaper may have failed it meanwhile). Two guarded
+        UPDATEs, no read: False when the task was not held (nothing written), or when its
+        status is no longer "processing" (released; the status is left as it is)."""
+        held = conn.execute(
+            update(QueueTask)
+            .where(QueueTask.nid == task.nid, QueueTask.runner_id == runner_id,
+                   QueueTask.run_id == task.run_id, QueueTask.vid == task.vid)
+            .values(runner_id=None, claimed_at=None, run_id=None, cancel_requested=0, vid=None,
+                    last_error=last_error)).rowcount
+        if held != 1:
+            return False
+        return conn.execute(
+            update(m.HostingTask)
+            .where(m.HostingTask.vid == task.vid, m.HostingTask.task_status == m.TASK_PROCESSING)
+            .values(task_status=status, delta=delta)).rowcount == 1
 
     def lost_runners(self, lost_after: float, exclude: str | None = None) -> list[tuple]:
         cutoff = time.time() - lost_after

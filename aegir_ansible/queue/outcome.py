@@ -54,9 +54,10 @@ class HookContext:
         return self.conn.execute(select(m.Node.vid).where(m.Node.nid == self.task.rid)).scalar()
 
     def update_target(self, model, **values) -> None:
-        vid = self.target_vid
-        if vid is not None:
-            self.conn.execute(update(model).where(model.vid == vid).values(**values))
+        """Update the target's current revision row (one statement: the revision is read
+        in the update, as it may have changed while the task ran)."""
+        current = select(m.Node.vid).where(m.Node.nid == self.task.rid).scalar_subquery()
+        self.conn.execute(update(model).where(model.vid == current).values(**values))
 
     def current(self, column):
         vid = self.target_vid
@@ -370,16 +371,15 @@ def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -
 def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: Settings) -> None:
     task = tr.task
     now = int(time.time())
-    if not jm.still_mine(conn, runner_id, task):
+    status, lines = final_status(res, tr, settings)
+    succeeded = status in (m.TASK_SUCCESS, m.TASK_WARNING) and not res.stop_reason
+    if not jm.finish(conn, runner_id, task, status, max(0, int(res.ended - res.started)),
+                     last_error=None if succeeded else lines[-1][1][:1000]):
         log.warning("task %s is no longer held by this runner: its outcome is not recorded",
                     task.nid)
         return
-    status, lines = final_status(res, tr, settings)
     jobs.add_log(conn, [jobs.log_row(task, t, msg, now) for t, msg in lines])
-    conn.execute(update(m.HostingTask).where(m.HostingTask.vid == task.vid).values(
-        task_status=status, delta=max(0, int(res.ended - res.started))))
     tt = TASK_TYPES.get(task.task_type or "")
-    succeeded = status in (m.TASK_SUCCESS, m.TASK_WARNING) and not res.stop_reason
     when = "success" if succeeded else "failure"
     for hook in HOOKS.get((task.target_type, task.task_type, when), []):
         hook(HookContext(conn, task, tr, now))
@@ -398,21 +398,14 @@ def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: 
         jobs.requeue(conn, task.nid, not_before,
                      f"Task queued again ({why}; it is safe to repeat): attempt {attempts + 1} "
                      f"not before {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(not_before))}.")
-    else:
-        jobs.release(conn, task.nid, last_error=None if succeeded else lines[-1][1][:1000])
 
 
 def fail_malformed(jm: JobManager, runner_id: str, run, message: str) -> None:
     task = run.tasks[0]
 
     def fn(conn):
-        if not jm.still_mine(conn, runner_id, task):
-            return
-        now = int(time.time())
-        jobs.add_log(conn, [jobs.log_row(task, "error", message, now)])
-        conn.execute(update(m.HostingTask).where(m.HostingTask.vid == task.vid)
-                     .values(task_status=m.TASK_ERROR, delta=0))
-        jobs.release(conn, task.nid, last_error=message[:1000])
+        if jm.finish(conn, runner_id, task, m.TASK_ERROR, 0, last_error=message[:1000]):
+            jobs.add_log(conn, [jobs.log_row(task, "error", message, int(time.time()))])
 
     jm.tx(fn, f"failing malformed task {task.nid}")
 
