@@ -447,6 +447,7 @@ class JobManager:
         self.scan_limit = 2000
         self._known_server_rows: set[int] = set()
         self._heads: _HeadsPage | None = None
+        self._mark: int | None = None
 
     # -- transactions --------------------------------------------------------------------
 
@@ -531,19 +532,24 @@ class JobManager:
         fresh = cached is None or cached.stale(key, now, min(1.0, settings.poll_interval))
         if fresh:
             cached = self._read_heads(key, servers, now, max(16, 4 * slots))
+        max_age = min(1.0, settings.poll_interval)
+        claimed: list[Run] = []
         for _attempt in (0, 1):
             if not cached.heads:
-                return []
+                break
             self.ensure_server_rows({server for _nid, server in cached.heads})
-            runs, gone = self.tx(lambda conn: self._claim(conn, runner_id, slots, settings, now,
+            left = slots - len(claimed)
+            runs, gone = self.tx(lambda conn: self._claim(conn, runner_id, left, settings, now,
                                                            cached), "claim")
             cached.drop(gone)  # after the commit: a retried transaction sees the whole page
-            if runs or fresh:
-                return runs
-            # The kept page gave nothing (other runners took its tasks): read a new one.
+            claimed += runs
+            if fresh or len(claimed) >= slots or (runs and not cached.stale(key, now, max_age)):
+                break
+            # The kept page gave less than it could (other runners took its tasks): read a
+            # new one.
             cached = self._read_heads(key, servers, now, max(16, 4 * slots))
             fresh = True
-        return []
+        return claimed
 
     def _read_heads(self, key, servers, now, per_server) -> _HeadsPage:
         """Outside any transaction, without locks: the claim checks every task again."""
@@ -731,6 +737,18 @@ class JobManager:
             if run.tasks:
                 result.append(run)
         return result, gone
+
+    def queue_mark(self) -> int | None:
+        """The newest task revision id: it changes whenever hostmaster queues a task (a new
+        task, or a retry as a new revision). One index lookup, cheap enough to ask ten
+        times a second, so a runner can start a new task at once instead of at its next
+        poll."""
+        with self.engine.connect() as conn:
+            mark = conn.execute(select(func.max(m.HostingTask.vid))).scalar()
+        if mark != self._mark:
+            self._mark = mark
+            self._heads = None  # the kept page does not have the new tasks
+        return mark
 
     # -- cancel, reaping, release --------------------------------------------------------
 

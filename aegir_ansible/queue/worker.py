@@ -63,6 +63,7 @@ class Worker:
         self.hard_stop = False
         self.settings: Settings | None = None
         self.stats = {"runs": 0, "tasks": 0, "claims": 0, "claim_seconds": 0.0}
+        self._queue_mark: int | None = None
 
     # -- control -----------------------------------------------------------------------
 
@@ -209,6 +210,7 @@ class Worker:
                         slots = self.concurrency - len(self.active)
                     if slots > 0:
                         t0 = time.time()
+                        self._queue_mark = self.jm.queue_mark()
                         claimed = self.jm.claim(self.runner_id, slots, settings, self.server_nids)
                         self.stats["claims"] += 1
                         self.stats["claim_seconds"] += time.time() - t0
@@ -245,5 +247,30 @@ class Worker:
             interval = settings.poll_interval if settings else 1.0
             if claimed:
                 interval = 0  # more may be ready at once
-            self.wake.wait(timeout=interval)
+            self._wait(interval)
             self.wake.clear()
+
+    # Between polls, how often to look for newly queued tasks (one index lookup).
+    NEW_TASK_CHECK = 0.1
+
+    def _wait(self, interval: float) -> None:
+        """Sleep until the next poll, a run's end (wake), or a newly queued task."""
+        deadline = time.time() + interval
+        while not self.wake.is_set():
+            left = deadline - time.time()
+            if left <= 0:
+                return
+            if self.wake.wait(timeout=min(self.NEW_TASK_CHECK, left)):
+                return
+            if self.stop_requested_at is not None:
+                continue
+            with self._lock:
+                if len(self.active) >= self.concurrency:
+                    continue
+            try:
+                mark = self.jm.queue_mark()
+            except SQLAlchemyError:
+                return  # the main loop notices the outage
+            if mark != self._queue_mark:
+                self._queue_mark = mark
+                return

@@ -164,3 +164,61 @@ def test_skip_locked_version_check(engine):
     assert "5.5.5-10.4" and "10.6" in skip_locked_problem("5.5.5-10.4.1-MariaDB-log")
     assert "MySQL 8" in skip_locked_problem("5.7.44-log")
     assert check_database(engine)  # this database can run the queue
+
+
+@pytest.fixture
+def crowded(world):
+    """60 sites on one server (busy), one site on another: a queue longer than a page."""
+    world.server("web.local")
+    world.server("web2.local")
+    world.platform("P1", "server_weblocal")
+    world.platform("P2", "server_web2local")
+    for i in range(60):
+        world.site(f"s{i}.test", "platform_P1")
+    world.site("lone.test", "platform_P2")
+    return world
+
+
+def test_claim_reads_a_page_not_the_queue(crowded):
+    """A claim sees past the oldest tasks (another server's task queued last, a
+    higher-priority task queued last) while reading fewer rows than the queue holds."""
+    from sqlalchemy import event
+
+    w = crowded
+    configure(w.url, server_concurrency=1, batch_size=1)
+    queued = [w.task("enable", f"s{i}.test") for i in range(58)]
+    urgent = w.task("login-reset", "s57.test")   # behind s57's enable: FIFO per target
+    urgent2 = w.task("login-reset", "s58.test")
+    lone = w.task("enable", "lone.test")
+    jm = JobManager(w.engine)
+    rows_read = []
+
+    @event.listens_for(w.engine, "after_cursor_execute")
+    def count(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and cursor.description:
+            rows_read.append(max(cursor.rowcount, 0))
+
+    try:
+        runs = jm.claim("r1", 2, jm.settings())
+    finally:
+        event.remove(w.engine, "after_cursor_execute", count)
+    # One run per server: the login-reset (priority 10) of s58 first on the busy server,
+    # and the other server's task although 60 tasks were queued before it.
+    assert sorted(t.nid for r in runs for t in r.tasks) == sorted([urgent2, lone])
+    assert sum(rows_read) < len(queued), rows_read
+    assert w.status(urgent) == m.TASK_QUEUED
+
+
+def test_a_kept_page_never_gives_a_task_twice(crowded):
+    w = crowded
+    configure(w.url, server_concurrency=50, batch_size=1)
+    queued = [w.task("enable", f"s{i}.test") for i in range(40)]
+    a, b = JobManager(w.engine), JobManager(w.engine)
+    first = nids(a.claim("ra", 4, a.settings()))      # reads and keeps a page
+    second = nids(b.claim("rb", 10, b.settings()))
+    third = nids(a.claim("ra", 10, a.settings()))     # from its kept page, checked again
+    assert first == queued[:4] and second == queued[4:14]
+    assert third == queued[14:24]
+    assert a._heads is not None and a._heads.read_at < time.time()
+    everything = first + second + third
+    assert len(set(everything)) == len(everything)

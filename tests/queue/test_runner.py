@@ -210,3 +210,21 @@ def test_cli(world):
     assert "[warning] Task was cancelled." in out
     code, out = aegir("task", "cancel", str(t))
     assert code == 2 and "not queued or running" in out
+
+
+def test_an_idle_runner_starts_a_new_task_before_its_next_poll(world):
+    """Between polls a runner looks for newly queued tasks (the newest task revision id),
+    so a task queued on an idle runner does not wait for `poll_interval` (here 120 s)."""
+    from .conftest import ThreadWorker, wait_for
+
+    w = world
+    w.server("web.local")
+    w.platform("P1", "server_weblocal")
+    w.site("a.test", "platform_P1")
+    configure(w.url, poll_interval=120, heartbeat_interval=120)
+    with ThreadWorker(w.url) as worker:
+        wait_for(lambda: worker.runner_id, what="the runner to start")
+        time.sleep(1.0)  # the runner is now waiting for its next poll, two minutes away
+        nid = w.task("enable", "a.test")
+        wait_for(lambda: w.status(nid) == m.TASK_SUCCESS, timeout=60,
+                 what="the task queued between polls to run")
