@@ -12,7 +12,9 @@ class BuildPyKeepExecutable(build_py):
     def run(self):
         super().run()
         for path in self.get_outputs():
-            if path.endswith("aegir_inventory.py"):
+            # An editable install lists outputs it does not write: nothing to chmod there
+            # (the source file is used, and it is executable in git).
+            if path.endswith("aegir_inventory.py") and os.path.exists(path):
                 os.chmod(path, 0o755)
 
 

@@ -11,12 +11,13 @@ wraps them as untrusted (`__ansible_unsafe`), the plugin leaves them untrusted.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Bundle, Session
 
 from .db import models as m
 from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteSettings
@@ -44,9 +45,14 @@ PLATFORM_VARS_INHERITED = (
 )
 
 
+_NOT_IN_GROUP_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+@functools.lru_cache(maxsize=4096)
 def group_name(*parts: str) -> str:
-    """A valid Ansible group name: anything outside [A-Za-z0-9_] becomes '_'."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
+    """A valid Ansible group name: anything outside [A-Za-z0-9_] becomes '_'. (Cached: a
+    large inventory asks for the same server, platform and status groups for every site.)"""
+    return _NOT_IN_GROUP_NAME.sub("_", "_".join(parts))
 
 
 @dataclass
@@ -182,8 +188,13 @@ def build_inventory(session: Session) -> InventoryData:
     client_tbl = select(m.HostingClient.nid, m.HostingClient.uname).join(
         m.Node, m.Node.vid == m.HostingClient.vid).subquery()
     sites: dict[int, dict] = {}
+    hs = m.HostingSite
+    # Columns (a Bundle), not the HostingSite entity: building 10,000 ORM objects was a
+    # third of the time of a large inventory; the bundle reads the same (site.platform).
     site_rows = list(session.execute(
-        select(m.Node.nid, m.Node.vid, m.HostingContext.name, m.Node.title, m.HostingSite,
+        select(m.Node.nid, m.Node.vid, m.HostingContext.name, m.Node.title,
+               Bundle("site", hs.platform, hs.db_server, hs.status, hs.language, hs.verified,
+                      hs.cron_key, hs.db_name),
                profile_pkg.c.short_name, client_tbl.c.uname, SiteSettings.cron_interval)
         .join(m.HostingSite, _current(m.HostingSite))
         .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)

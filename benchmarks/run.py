@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -549,12 +550,13 @@ MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify, "laten
                 "claims": bench_claims, "memory": bench_memory}
 
 
-def format_tables(rows: list[dict]) -> str:
-    """One table per measurement (rows grouped by the prefix of `measure`)."""
+def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
+    """One table per measurement (rows grouped by the prefix of `measure`), each with the
+    line saying which command produced it."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["measure"].split(":", 1)[0], []).append(r)
-    return "\n\n".join(f"### {name}\n\n{format_rows(group)}" for name, group in groups.items())
+    return {name: f"### {name}\n\n{provenance}{format_rows(group)}" for name, group in groups.items()}
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -571,17 +573,33 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_results(path: Path, size: str, section: str) -> None:
-    """Replace this size's section of RESULTS.md, keep the other sizes' sections."""
-    sections = {}
+def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> str:
+    """Replace, in this size's section of RESULTS.md, the tables of the measurements just
+    run; keep the other measurements' tables (each says the command that produced it) and
+    the other sizes' sections. Returns the new section."""
+    sections: dict[str, str] = {}
     if path.is_file():
         for part in path.read_text().split("\n## --size ")[1:]:
             sections[part.split("\n", 1)[0].strip()] = "## --size " + part.rstrip("\n") + "\n"
-    sections[size] = section
+    kept: dict[str, str] = {}
+    if size in sections:
+        old = sections[size]
+        command = re.search(r"^Command: .*$", old, re.M)
+        for part in old.split("\n### ")[1:]:
+            name, body = part.split("\n", 1)
+            body = body.strip("\n")
+            if command and not body.startswith("Command:"):
+                body = command.group(0) + "\n\n" + body  # from a run of the older layout
+            kept[name.strip()] = f"### {name.strip()}\n\n{body}"
+    kept.update(tables)
+    tables_order = ("inventory", "re-verify", "latency", "claims", "memory")
+    order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
+    sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))
     path.write_text("# Benchmark results\n\nWritten by `python -m benchmarks.run` (see README.md); one "
-                    "section per size, each from its latest run.\n\n" +
+                    "section per size; each table from the latest run that measured it.\n\n" +
                     "\n".join(sections[k] for k in order))
+    return sections[size]
 
 
 def main(argv=None) -> int:
@@ -613,13 +631,13 @@ def main(argv=None) -> int:
             all_rows.extend(rows)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     sizes = ", ".join(f"{k} {v:,}" for k, v in size.items())
-    section = (f"## --size {args.size}\n\nCommand: `.venv/bin/python -m benchmarks.run "
-               f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
-               f"Sizes: {sizes}; median of {args.repeat} runs.\n\n"
-               f"Machine: {machine()}; load average at the end {load} (other work on the machine "
-               f"inflates wall times).\n\n{format_tables(all_rows)}\n")
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    provenance = (f"Command: `.venv/bin/python -m benchmarks.run {command}`; median of "
+                  f"{args.repeat} runs; load average at the end {load} (other work on the "
+                  "machine inflates wall times).\n\n")
+    head = (f"## --size {args.size}\n\nSizes: {sizes}.\n\nMachine (latest run): {machine()}.\n\n")
+    section = _write_results(Path(args.results), args.size, head, format_tables(all_rows, provenance))
     print(section)
-    _write_results(Path(args.results), args.size, section)
     return 0
 
 

@@ -1,18 +1,24 @@
 """The job manager: claiming, heartbeats, reaping, cancel flags, re-queueing. SQL only.
 
-Claim protocol (one short transaction; READ COMMITTED on MariaDB/MySQL, BEGIN IMMEDIATE on
-SQLite):
+Claim protocol (docs/queue.md, "Claiming"):
 
-1. read (no lock) the oldest queued tasks with the server each one targets, computed from
-   the frontend tables (task -> site -> platform -> web server, or the platform's, or the
-   server itself);
-2. lock the queue rows of the servers that have work, `FOR UPDATE SKIP LOCKED`: a server
-   another runner is claiming on right now is skipped this round, so claims on one server
-   are serialised and claims on different servers run in parallel;
-3. read the running tasks again (fresh, committed) and choose, per locked server, what may
+0. outside any transaction, without locks: a page of candidates (heads_query): the queued
+   tasks that may start as far as the queue says (oldest of their target, not deferred,
+   not behind a queued platform-wide task), the first few per server, in claim order
+   (servers' tasks, platforms', sites'; then the type's priority; then the oldest). The
+   database ranks and sorts; only nid and server come back. The page is kept for the next
+   claims (_HeadsPage) and every claim checks its tasks again;
+
+then one short transaction (READ COMMITTED on MariaDB/MySQL, BEGIN IMMEDIATE on SQLite):
+
+1. read the running tasks (the queue rows held by runners);
+2. lock the queue rows of the page's servers `FOR UPDATE SKIP LOCKED`, a few at a time (as
+   many as the free slots need): a server another runner is claiming on right now is
+   skipped, so claims on one server are serialised and claims on different servers run
+   in parallel;
+3. read the candidates of the locked servers (by nid, still queued) and choose what may
    start: per-server concurrency, one task per site/target at a time, no site task while a
-   platform-wide task of its platform runs (and the reverse), oldest task first per target,
-   then priority;
+   platform-wide task of its platform runs (and the reverse); a batch still open reads on;
 4. lock the chosen task rows `FOR UPDATE SKIP LOCKED`, mark them processing (-1,
    executed=now) by primary key where still queued, record the claim, commit.
 
@@ -528,11 +534,12 @@ class JobManager:
             return []
         now = time.time()
         key = tuple(servers or ())
-        cached = self._heads
-        fresh = cached is None or cached.stale(key, now, min(1.0, settings.poll_interval))
-        if fresh:
-            cached = self._read_heads(key, servers, now, max(16, 4 * slots))
         max_age = min(1.0, settings.poll_interval)
+        per_server = max(16, 4 * slots)
+        cached = self._heads
+        fresh = cached is None or cached.stale(key, now, max_age)
+        if fresh:
+            cached = self._read_heads(key, servers, now, per_server)
         claimed: list[Run] = []
         for _attempt in (0, 1):
             if not cached.heads:
@@ -547,7 +554,7 @@ class JobManager:
                 break
             # The kept page gave less than it could (other runners took its tasks): read a
             # new one.
-            cached = self._read_heads(key, servers, now, max(16, 4 * slots))
+            cached = self._read_heads(key, servers, now, per_server)
             fresh = True
         return claimed
 
@@ -758,6 +765,19 @@ class JobManager:
                 QueueTask.runner_id == runner_id, QueueTask.cancel_requested == 1)).scalars())
 
     @staticmethod
+    def held(conn, runner_id: str, tasks: list[TaskRow]) -> set[int]:
+        """The nids of these tasks that this runner still holds for their run, status still
+        "processing"; their queue and task rows are locked until the transaction ends."""
+        want = {t.nid: (t.run_id, t.vid) for t in tasks}
+        rows = conn.execute(
+            select(QueueTask.nid, QueueTask.run_id, QueueTask.vid)
+            .join(m.HostingTask, m.HostingTask.vid == QueueTask.vid)
+            .where(QueueTask.nid.in_(list(want)), QueueTask.runner_id == runner_id,
+                   m.HostingTask.task_status == m.TASK_PROCESSING)
+            .with_for_update())
+        return {nid for nid, run_id, vid in rows if want.get(nid) == (run_id, vid)}
+
+    @staticmethod
     def finish(conn, runner_id: str, task: TaskRow, status: int, delta: int,
                last_error: str | None = None) -> bool:
         """Release the task's queue row and write its final status, if this runner still
@@ -823,8 +843,10 @@ def requeue(conn, task_nid: int, not_before: float, message: str) -> int:
     return new_vid
 
 
-def release(conn, task_nid: int, last_error: str | None = None) -> None:
-    conn.execute(update(QueueTask).where(QueueTask.nid == task_nid).values(
+def release(conn, task_nid: int | list[int], last_error: str | None = None) -> None:
+    """Free the queue row(s): no runner holds the task(s) any more."""
+    nids = task_nid if isinstance(task_nid, list) else [task_nid]
+    conn.execute(update(QueueTask).where(QueueTask.nid.in_(nids)).values(
         runner_id=None, claimed_at=None, run_id=None, cancel_requested=0, vid=None,
         last_error=last_error))
 

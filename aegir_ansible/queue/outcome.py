@@ -42,15 +42,43 @@ def on(object_type: str, task_type: str, when: str = "success"):
     return register
 
 
+class TargetCache:
+    """The targets of a chunk of outcomes, read for all of them at once on first use: their
+    current revision, and any column a hook reads (`HookContext.current`). A batch's tasks
+    have one target each, and a hook changes only its own target's rows."""
+
+    def __init__(self, conn, rids: list[int]):
+        self.conn, self.rids = conn, rids
+        self._vids: dict[int, int] | None = None
+        self._columns: dict[tuple, dict] = {}
+
+    def vid(self, rid: int) -> int | None:
+        if self._vids is None:
+            self._vids = dict(self.conn.execute(
+                select(m.Node.nid, m.Node.vid).where(m.Node.nid.in_(self.rids))).all())
+        return self._vids.get(rid)
+
+    def current(self, column, rid: int):
+        key = (column.class_, column.key)
+        if key not in self._columns:
+            vids = [v for v in (self.vid(r) for r in self.rids) if v is not None]
+            self._columns[key] = dict(self.conn.execute(
+                select(column.class_.vid, column).where(column.class_.vid.in_(vids))).all())
+        return self._columns[key].get(self.vid(rid))
+
+
 @dataclass
 class HookContext:
     conn: object
     task: TaskRow
     result: TaskResult
     now: int
+    cache: TargetCache | None = None
 
     @property
     def target_vid(self) -> int | None:
+        if self.cache is not None:
+            return self.cache.vid(self.task.rid)
         return self.conn.execute(select(m.Node.vid).where(m.Node.nid == self.task.rid)).scalar()
 
     def update_target(self, model, **values) -> None:
@@ -60,6 +88,8 @@ class HookContext:
         self.conn.execute(update(model).where(model.vid == current).values(**values))
 
     def current(self, column):
+        if self.cache is not None:
+            return self.cache.current(column, self.task.rid)
         vid = self.target_vid
         return self.conn.execute(select(column).where(column.class_.vid == vid)).scalar()
 
@@ -346,17 +376,17 @@ RECORD_CHUNK = 200
 def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -> None:
     """Write every task's outcome, retried on conflicts. The tasks of a batch are written
     in transactions of up to RECORD_CHUNK tasks (one commit per chunk, not per task; each
-    task's changes are still all-or-nothing); if a chunk fails, its tasks are written one
-    transaction each, so that one task's problem cannot hold back the others' outcomes."""
+    task's changes are still all-or-nothing), with a handful of statements per chunk plus
+    the entity hooks; if a chunk fails, its tasks are written one transaction each, so that
+    one task's problem cannot hold back the others' outcomes."""
     items = list(res.tasks.items())
     for start in range(0, len(items), RECORD_CHUNK):
         chunk = items[start:start + RECORD_CHUNK]
         if len(chunk) > 1:
-            def fn(conn, chunk=chunk):
-                for _nid, tr in chunk:
-                    _record_task(conn, jm, runner_id, res, tr, settings)
             try:
-                jm.tx(fn, f"outcomes of {len(chunk)} tasks")
+                jm.tx(lambda conn, chunk=chunk: _record_chunk(
+                    conn, jm, runner_id, res, [tr for _nid, tr in chunk], settings),
+                    f"outcomes of {len(chunk)} tasks")
                 continue
             except SQLAlchemyError as exc:
                 if jobs.is_disconnect(exc):
@@ -368,21 +398,67 @@ def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -
                   f"outcome of task {nid}")
 
 
+def _succeeded(res: RunResult, status: int) -> bool:
+    return status in (m.TASK_SUCCESS, m.TASK_WARNING) and not res.stop_reason
+
+
 def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: Settings) -> None:
     task = tr.task
     now = int(time.time())
     status, lines = final_status(res, tr, settings)
-    succeeded = status in (m.TASK_SUCCESS, m.TASK_WARNING) and not res.stop_reason
+    succeeded = _succeeded(res, status)
     if not jm.finish(conn, runner_id, task, status, max(0, int(res.ended - res.started)),
                      last_error=None if succeeded else lines[-1][1][:1000]):
         log.warning("task %s is no longer held by this runner: its outcome is not recorded",
                     task.nid)
         return
     jobs.add_log(conn, [jobs.log_row(task, t, msg, now) for t, msg in lines])
+    _after(conn, res, tr, settings, succeeded, now)
+
+
+def _record_chunk(conn, jm, runner_id, res: RunResult, trs: list[TaskResult],
+                  settings: Settings) -> None:
+    """The outcomes of many tasks of one run: the held tasks locked in one read, the queue
+    rows released, the statuses and the log lines written in a few statements, then each
+    task's entity hooks (their reads done once for the chunk) and re-queueing."""
+    now = int(time.time())
+    held = jm.held(conn, runner_id, [tr.task for tr in trs])
+    done = []
+    for tr in trs:
+        if tr.task.nid in held:
+            done.append((tr, *final_status(res, tr, settings)))
+        else:
+            log.warning("task %s is no longer held by this runner: its outcome is not recorded",
+                        tr.task.nid)
+    if not done:
+        return
+    by_error: dict[str | None, list[int]] = defaultdict(list)
+    by_status: dict[int, list[int]] = defaultdict(list)
+    for tr, status, lines in done:
+        by_error[None if _succeeded(res, status) else lines[-1][1][:1000]].append(tr.task.nid)
+        by_status[status].append(tr.task.vid)
+    for last_error, nids in by_error.items():
+        jobs.release(conn, nids, last_error=last_error)
+    delta = max(0, int(res.ended - res.started))
+    for status, vids in by_status.items():
+        conn.execute(update(m.HostingTask).where(m.HostingTask.vid.in_(vids))
+                     .values(task_status=status, delta=delta))
+    jobs.add_log(conn, [jobs.log_row(tr.task, t, msg, now)
+                        for tr, _status, lines in done for t, msg in lines])
+    cache = TargetCache(conn, [tr.task.rid for tr, _s, _l in done])
+    for tr, status, _lines in done:
+        _after(conn, res, tr, settings, _succeeded(res, status), now, cache)
+
+
+def _after(conn, res: RunResult, tr: TaskResult, settings: Settings, succeeded: bool, now: int,
+           cache: TargetCache | None = None) -> None:
+    """What follows a task's status: the entity hooks, and re-queueing a failed task that is
+    safe to repeat."""
+    task = tr.task
     tt = TASK_TYPES.get(task.task_type or "")
     when = "success" if succeeded else "failure"
     for hook in HOOKS.get((task.target_type, task.task_type, when), []):
-        hook(HookContext(conn, task, tr, now))
+        hook(HookContext(conn, task, tr, now, cache))
     attempts = task.attempts or 1
     requeue = False
     cancelled = res.stop_reason == "cancel" and task.nid in res.cancelled

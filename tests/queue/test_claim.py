@@ -22,16 +22,21 @@ def nids(runs):
     return sorted(t.nid for r in runs for t in r.tasks)
 
 
-@pytest.fixture
-def two_servers(world):
+def servers_with_sites(world, p1_sites, p2_sites):
+    """Two servers web.local and web2.local, a platform on each (P1, P2), these sites."""
     world.server("web.local")
     world.server("web2.local")
     world.platform("P1", "server_weblocal")
     world.platform("P2", "server_web2local")
-    for uri, plat in [("a.test", "platform_P1"), ("b.test", "platform_P1"),
-                      ("c.test", "platform_P2"), ("d.test", "platform_P2")]:
-        world.site(uri, plat)
+    for platform, uris in (("platform_P1", p1_sites), ("platform_P2", p2_sites)):
+        for uri in uris:
+            world.site(uri, platform)
     return world
+
+
+@pytest.fixture
+def two_servers(world):
+    return servers_with_sites(world, ["a.test", "b.test"], ["c.test", "d.test"])
 
 
 def test_each_server_has_its_own_queue(two_servers):
@@ -169,14 +174,7 @@ def test_skip_locked_version_check(engine):
 @pytest.fixture
 def crowded(world):
     """60 sites on one server (busy), one site on another: a queue longer than a page."""
-    world.server("web.local")
-    world.server("web2.local")
-    world.platform("P1", "server_weblocal")
-    world.platform("P2", "server_web2local")
-    for i in range(60):
-        world.site(f"s{i}.test", "platform_P1")
-    world.site("lone.test", "platform_P2")
-    return world
+    return servers_with_sites(world, [f"s{i}.test" for i in range(60)], ["lone.test"])
 
 
 def test_claim_reads_a_page_not_the_queue(crowded):
