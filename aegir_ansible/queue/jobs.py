@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import aliased
 
 from aegir_ansible.db import models as m
-from aegir_ansible.tasks import TASK_TYPES
+from aegir_ansible.tasks import PLATFORM_WIDE_TYPES, TASK_TYPES
 
 from . import metrics
 from .tables import SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, parse_setting
@@ -156,7 +156,6 @@ class TaskRow:
     run_id: str | None = None
     cancel_requested: int | None = None
     has_queue_row: bool = False
-    target_vid: int | None = None
 
     @property
     def type_info(self):
@@ -259,16 +258,16 @@ def _joined(columns, context: bool = True):
 
 
 def _row_columns(a: _Aliases):
-    """TaskRow's fields, in order (then the queue row's key and the target's revision)."""
+    """TaskRow's fields, in order (then the queue row's key: has_queue_row)."""
     t, rn, qt = a.t, a.rn, a.qt
     return (t.vid, t.nid, t.task_type, t.rid, rn.type, a.ctx.name, a.s.status,
             func.coalesce(a.rp.status, a.sp.status), a.sv.status, a.server, a.platform,
             a.s.nid, t.task_status, qt.not_before, qt.attempts, qt.runner_id, qt.run_id,
-            qt.cancel_requested, qt.nid, rn.vid)
+            qt.cancel_requested, qt.nid)
 
 
 def _rows(result) -> list[TaskRow]:
-    return [TaskRow(*r[:18], has_queue_row=r[18] is not None, target_vid=r[19]) for r in result]
+    return [TaskRow(*r[:18], has_queue_row=r[18] is not None) for r in result]
 
 
 _BASE_TARGET_SELECT = None
@@ -303,16 +302,6 @@ def running_query():
     return target_query(m.TASK_PROCESSING).where(QueueTask.runner_id.is_not(None))
 
 
-def queued_servers_query(servers: list[int] | None = None):
-    """The distinct servers (None for malformed tasks) of the queued tasks."""
-    q, a = _joined(lambda a: (a.server.label("server"),))
-    q = q.where(a.t.task_status == 0)
-    if servers:
-        q = q.where(a.server.in_(servers))
-    return q.distinct()
-
-
-WIDE_TYPES = tuple(sorted(name for name, tt in TASK_TYPES.items() if tt.platform_wide))
 _HEADS = None
 
 
@@ -343,7 +332,8 @@ def wide_query():
     """The oldest queued platform-wide task of each platform: it holds back the site tasks
     of its platform queued after it. (Few rows: such tasks are rare.)"""
     q, a = _joined(lambda a: (a.platform, func.min(a.t.nid)), context=False)
-    return (q.where(a.t.task_status == 0, a.t.task_type.in_(WIDE_TYPES), a.rn.type == "platform")
+    return (q.where(a.t.task_status == 0, a.t.task_type.in_(sorted(PLATFORM_WIDE_TYPES)),
+                    a.rn.type == "platform")
             .group_by(a.platform))
 
 
