@@ -232,8 +232,6 @@ def _task_outcomes(db: Database, nids: list[int]) -> dict:
 def _queue_run(db: Database, *args: str, env: dict | None = None) -> tuple[float, int, float]:
     """`aegir queue run --once ARGS` as its own process: wall time, peak RSS, and the sum of
     its runs' playbook times (from its log)."""
-    import re
-
     t, rss, _, err = run_child([str(BIN / "aegir"), "queue", "run", "--once", *args],
                                env={"AEGIR_DB_URL": db.url, **(env or {})})
     runs = sum(float(x) for x in re.findall(r"finished \([^)]*\) in ([0-9.]+)s", err))
@@ -308,6 +306,28 @@ class SshFrontend:
 
 # -- 2. bulk re-verify -------------------------------------------------------------------------
 
+def _project_way(db: Database, sites: list, repeat: int, naive: float, label: str,
+                 env: dict | None = None) -> dict:
+    """`repeat` times: all the sites' verify tasks queued, one `aegir queue run --once`
+    until every outcome is recorded; the row with the median and the per-repeat checks."""
+    n = len(sites)
+    times, checks, rss, playbook_times = [], [], [], []
+    for _ in range(repeat):
+        nids = synthetic.queue_tasks(db.engine, "verify", sites)
+        t, peak, pb = _queue_run(db, env=env)
+        times.append(t)
+        playbook_times.append(pb)
+        rss.append(peak)
+        checks.append(_task_outcomes(db, nids))
+    t = median(times)
+    return {"measure": f"re-verify: {label}", "db": db.kind, "sites": n, "median_s": t,
+            "per_task_s": t / n, "runs_s": " ".join(f"{x:.1f}" for x in times),
+            "playbook_s": " ".join(f"{x:.1f}" for x in playbook_times),
+            "tasks_ok": " ".join(f"{c['success']}/{n}" for c in checks),
+            "unchanged": " ".join(f"{c['unchanged']}/{n}" for c in checks),
+            "peak_rss_mb": max(rss), "speedup_vs_naive": naive / t}
+
+
 def bench_reverify(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
     n, k = size["reverify_sites"], size["naive_sample"]
     fe = SshFrontend(db, n)
@@ -330,38 +350,11 @@ def bench_reverify(db: Database, size: dict, repeat: int, workdir: Path) -> list
                      "tasks_ok": f"{got['success']}/{k}", "unchanged": f"{got['unchanged']}/{k}"})
 
         # The project's way: n queued verify tasks, one runner, until every outcome is recorded.
-        times, checks, rss, playbook_times = [], [], [], []
-        for _ in range(repeat):
-            nids = synthetic.queue_tasks(db.engine, "verify", sites)
-            t, peak, pb = _queue_run(db)
-            times.append(t)
-            playbook_times.append(pb)
-            rss.append(peak)
-            checks.append(_task_outcomes(db, nids))
-        t = median(times)
-        rows.append({"measure": f"re-verify: project way, {n} queued tasks -> {n} outcomes",
-                     "db": db.kind, "sites": n, "median_s": t, "per_task_s": t / n,
-                     "runs_s": " ".join(f"{x:.1f}" for x in times),
-                     "playbook_s": " ".join(f"{x:.1f}" for x in playbook_times),
-                     "tasks_ok": " ".join(f"{c['success']}/{n}" for c in checks),
-                     "unchanged": " ".join(f"{c['unchanged']}/{n}" for c in checks),
-                     "peak_rss_mb": max(rss), "speedup_vs_naive": naive / t})
+        rows.append(_project_way(db, sites, repeat, naive, f"project way, {n} queued tasks -> "
+                                                           f"{n} outcomes"))
         if OPTIONS["mitogen"]:
-            times, checks, playbook_times = [], [], []
-            for _ in range(repeat):
-                nids = synthetic.queue_tasks(db.engine, "verify", sites)
-                tm, _, pb = _queue_run(db, env=mitogen_env())
-                times.append(tm)
-                playbook_times.append(pb)
-                checks.append(_task_outcomes(db, nids))
-            tm = median(times)
-            rows.append({"measure": f"re-verify: project way with Mitogen (mitogen_linear), {n} tasks",
-                         "db": db.kind, "sites": n, "median_s": tm, "per_task_s": tm / n,
-                         "runs_s": " ".join(f"{x:.1f}" for x in times),
-                         "playbook_s": " ".join(f"{x:.1f}" for x in playbook_times),
-                         "tasks_ok": " ".join(f"{c['success']}/{n}" for c in checks),
-                         "unchanged": " ".join(f"{c['unchanged']}/{n}" for c in checks),
-                         "speedup_vs_naive": naive / tm})
+            rows.append(_project_way(db, sites, repeat, naive, "project way with Mitogen "
+                                     f"(mitogen_linear), {n} tasks", env=mitogen_env()))
     finally:
         fe.close()
     return rows
