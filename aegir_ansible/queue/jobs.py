@@ -436,6 +436,205 @@ class _HeadsPage:
         return bool(self.full - {server for _nid, server in self.heads})
 
 
+class _Claim:
+    """The state of one claim transaction: what runs now (per server, target, site and
+    platform), the servers locked so far and their free slots, the runs being filled."""
+
+    def __init__(self, conn, runner_id: str, slots: int, settings: Settings, now: float,
+                 page: _HeadsPage):
+        self.conn, self.runner_id, self.settings, self.now, self.page = \
+            conn, runner_id, settings, now, page
+        self.slots = slots
+        if settings.concurrency > 0:
+            # An exact global limit: claims take turns on the setting's row.
+            conn.execute(select(QueueSetting.name).where(QueueSetting.name == "concurrency")
+                         .with_for_update())
+        self.runs: list[Run] = []
+        self.bad: list[tuple[TaskRow, str]] = []
+        self.chosen: list[tuple[TaskRow, Run]] = []
+        self.gone: set[int] = set()  # tasks of the page no longer queued, or claimed now
+        self.free_by_server: dict[int, int] = {}
+        self.open_to: list[int] = []  # locked servers that may take a run
+        self.open_batches: dict[tuple, Run] = {}
+        self.run_keys_by_server: dict[int, set] = defaultdict(set)
+        self.busy_targets, self.busy_sites = set(), set()
+        self.busy_wide_platforms, self.busy_site_platforms = set(), set()
+        all_runs = set()
+        for r in _rows(conn.execute(running_query())):
+            key = r.run_id or f"task:{r.nid}"
+            all_runs.add(key)
+            if r.server is not None:
+                self.run_keys_by_server[r.server].add(key)
+            self._busy(r)
+        self.global_free = (settings.concurrency - len(all_runs)
+                            if settings.concurrency > 0 else 10**9)
+
+    def _busy(self, r: TaskRow) -> None:
+        self.busy_targets.add(r.rid)
+        if r.site:
+            self.busy_sites.add(r.site)
+            if r.platform:
+                self.busy_site_platforms.add(r.platform)
+        if r.platform_wide:
+            self.busy_wide_platforms.add(r.platform)
+
+    def wants_more(self) -> bool:
+        if (self.slots > 0 and self.global_free > 0
+                and any(self.free_by_server[s] > 0 for s in self.open_to)):
+            return True
+        return any(len(run.tasks) < self.settings.batch_size for run in self.open_batches.values())
+
+    def lock(self, group: list[int]) -> list[int]:
+        """Lock these servers' queues, skipping those another runner is claiming on: claims
+        on one server are serialised, claims on different servers run in parallel. Returns
+        the servers that may take a run now."""
+        got = []
+        for nid, paused, conc in self.conn.execute(
+            select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency)
+            .where(QueueServer.server_nid.in_(group))
+            .order_by(QueueServer.server_nid)
+            .with_for_update(skip_locked=True)
+        ):
+            cap = conc if conc is not None else self.settings.server_concurrency
+            self.free_by_server[nid] = cap - len(self.run_keys_by_server[nid])
+            if not paused and self.free_by_server[nid] > 0:
+                got.append(nid)
+        self.open_to.extend(got)
+        return got
+
+    def blocked(self, r: TaskRow) -> bool:
+        """Its target, site or platform is busy (one task per target at a time; site tasks
+        and platform-wide tasks of one platform exclude each other)."""
+        if r.rid in self.busy_targets or (r.site and r.site in self.busy_sites):
+            return True
+        if r.site and r.platform in self.busy_wide_platforms:
+            return True
+        return r.platform_wide and (r.platform in self.busy_site_platforms
+                                    or r.platform in self.busy_wide_platforms)
+
+    def run_for(self, r: TaskRow) -> Run | None:
+        """The run this task joins: an open batch of its kind, or a new run if a slot of its
+        server (and of the runner, and of the global limit) is free."""
+        batch_key = (r.server, r.task_type, r.target_type)
+        if r.task_type in BATCHABLE_TYPES and self.settings.batch_size > 1:
+            run = self.open_batches.get(batch_key)
+            if run is not None and len(run.tasks) < self.settings.batch_size:
+                return run
+        if self.slots <= 0 or self.global_free <= 0 or self.free_by_server[r.server] <= 0:
+            return None
+        run = Run(uuid.uuid4().hex, r.server, r.task_type)
+        self.runs.append(run)
+        self.slots -= 1
+        self.global_free -= 1
+        self.free_by_server[r.server] -= 1
+        if r.task_type in BATCHABLE_TYPES:
+            self.open_batches[batch_key] = run
+        return run
+
+    def consider(self, take: list[int]) -> None:
+        """Read these queued tasks (in this order) and choose those that may start."""
+        order = {nid: i for i, nid in enumerate(take)}
+        rows = sorted(_rows(self.conn.execute(target_query(0, nids=take))) if take else [],
+                      key=lambda r: order[r.nid])
+        self.gone.update(set(take) - {r.nid for r in rows})
+        for r in rows:
+            problem = r.problem()
+            if problem:
+                self.bad.append((r, problem))
+                self.gone.add(r.nid)
+                continue
+            if r.server not in self.free_by_server:
+                continue  # its server changed since the page was read
+            if self.blocked(r):
+                continue
+            run = self.run_for(r)
+            if run is None:
+                continue
+            run.tasks.append(r)
+            self.chosen.append((r, run))
+            self.gone.add(r.nid)
+            self._busy(r)
+
+    def choose(self, scan_limit: int) -> None:
+        heads = self.page.heads
+        # Tasks whose server cannot be found are failed (malformed).
+        self.consider([nid for nid, server in heads if server is None])
+        # Then the page's servers in claim order, a few at a time: lock only as many
+        # servers as the free slots need, so that other runners can claim on the others.
+        tried: set[int] = set()
+        while self.wants_more() or not tried:
+            group = []
+            for _nid, server in heads:
+                if server is not None and server not in tried and server not in group:
+                    group.append(server)
+                    if len(group) >= max(1, self.slots):
+                        break
+            if not group:
+                break
+            tried.update(group)
+            got = set(self.lock(group))
+            self.consider([nid for nid, server in heads if server in got])
+
+        # Batches still open: read on, in longer pages of the locked servers' tasks.
+        page, seen = 8 * self.page.per_server, {nid for nid, _server in heads} | self.gone
+        while self.open_batches and self.wants_more() and page < scan_limit and self.open_to:
+            room = max(self.settings.batch_size - len(run.tasks)
+                       for run in self.open_batches.values())
+            page = min(scan_limit, max(2 * page, len(seen) + room))
+            more = list(self.conn.execute(heads_query(self.now, page, only=self.open_to,
+                                                      orphans=False, wide=self.page.wide)))
+            self.consider([nid for nid, _server in more if nid not in seen])
+            seen.update(nid for nid, _server in more)
+            if len(more) < page:
+                break
+
+    def mark_claimed(self) -> list[Run]:
+        """Lock the chosen task rows, mark them processing, record the claim. Returns the
+        runs that got tasks (malformed tasks as runs with a problem)."""
+        conn, now = self.conn, self.now
+        bad_runs = [Run(uuid.uuid4().hex, r.server, r.task_type, [r], problem=p)
+                    for r, p in self.bad]
+        candidates = self.chosen + [(run.tasks[0], run) for run in bad_runs]
+        if not candidates:
+            return []
+        got = set(conn.execute(
+            select(m.HostingTask.vid)
+            .where(m.HostingTask.vid.in_([r.vid for r, _ in candidates]),
+                   m.HostingTask.task_status == 0)
+            .with_for_update(skip_locked=True)
+        ).scalars())
+        if not got:
+            return []
+        ts = int(now)
+        conn.execute(update(m.HostingTask).where(m.HostingTask.vid.in_(got),
+                                                 m.HostingTask.task_status == 0)
+                     .values(task_status=m.TASK_PROCESSING, executed=ts, delta=0))
+        conn.execute(update(m.Node).where(m.Node.vid.in_(got)).values(changed=ts))
+        new_rows = []
+        for r, run in candidates:
+            if r.vid not in got:
+                continue
+            values = dict(vid=r.vid, runner_id=self.runner_id, claimed_at=now,
+                          run_id=run.run_id, cancel_requested=0)
+            if r.has_queue_row:
+                conn.execute(update(QueueTask).where(QueueTask.nid == r.nid)
+                             .values(attempts=QueueTask.attempts + 1, **values))
+            else:
+                new_rows.append(dict(nid=r.nid, not_before=0, attempts=1, **values))
+            r.task_status = m.TASK_PROCESSING
+            r.attempts = (r.attempts or 0) + 1 if r.has_queue_row else 1
+            r.runner_id = self.runner_id
+            r.run_id = run.run_id
+        if new_rows:
+            conn.execute(insert(QueueTask), new_rows)
+        result = []
+        for run in self.runs + bad_runs:
+            run.tasks = [t for t in run.tasks if t.vid in got]
+            if run.tasks:
+                result.append(run)
+        return result
+
+
 class JobManager:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -557,183 +756,11 @@ class JobManager:
         self._heads = _HeadsPage(key, now, per_server, heads, wide)
         return self._heads
 
-    def _claim(self, conn, runner_id, slots, settings, now, cached: _HeadsPage) -> list[Run]:
-        if settings.concurrency > 0:
-            # An exact global limit: claims take turns on the setting's row.
-            conn.execute(select(QueueSetting.name).where(QueueSetting.name == "concurrency")
-                         .with_for_update())
-        runs: list[Run] = []
-        bad: list[tuple[TaskRow, str]] = []
-
-        running = _rows(conn.execute(running_query()))
-        run_keys_by_server: dict[int, set] = defaultdict(set)
-        all_runs = set()
-        busy_targets, busy_sites = set(), set()
-        busy_wide_platforms, busy_site_platforms = set(), set()
-        for r in running:
-            key = r.run_id or f"task:{r.nid}"
-            all_runs.add(key)
-            if r.server is not None:
-                run_keys_by_server[r.server].add(key)
-            busy_targets.add(r.rid)
-            if r.site:
-                busy_sites.add(r.site)
-                if r.platform:
-                    busy_site_platforms.add(r.platform)
-            if r.platform_wide:
-                busy_wide_platforms.add(r.platform)
-        global_free = (settings.concurrency - len(all_runs)) if settings.concurrency > 0 else 10**9
-
-        locked: dict[int, tuple[int, int | None]] = {}
-        free_by_server: dict[int, int] = {}
-        open_to: list[int] = []
-        open_batches: dict[tuple, Run] = {}
-        chosen: list[tuple[TaskRow, Run]] = []
-        gone: set[int] = set()  # tasks of the page no longer queued, or claimed now
-
-        def wants_more() -> bool:
-            if slots > 0 and global_free > 0 and any(free_by_server[s] > 0 for s in open_to):
-                return True
-            return any(len(run.tasks) < settings.batch_size for run in open_batches.values())
-
-        def lock(group: list[int]) -> list[int]:
-            """Lock these servers' queues, skipping those another runner is claiming on:
-            claims on one server are serialised, claims on different servers run in
-            parallel. Returns the servers that may take a run now."""
-            got = []
-            for nid, paused, conc in conn.execute(
-                select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency)
-                .where(QueueServer.server_nid.in_(group))
-                .order_by(QueueServer.server_nid)
-                .with_for_update(skip_locked=True)
-            ):
-                locked[nid] = (paused, conc)
-                cap = conc if conc is not None else settings.server_concurrency
-                free_by_server[nid] = cap - len(run_keys_by_server[nid])
-                if not paused and free_by_server[nid] > 0:
-                    got.append(nid)
-            open_to.extend(got)
-            return got
-
-        def consider(take: list[int]) -> None:
-            nonlocal slots, global_free
-            order = {nid: i for i, nid in enumerate(take)}
-            rows = sorted(_rows(conn.execute(target_query(0, nids=take))) if take else [],
-                          key=lambda r: order[r.nid])
-            gone.update(set(take) - {r.nid for r in rows})
-            for r in rows:
-                problem = r.problem()
-                if problem:
-                    bad.append((r, problem))
-                    gone.add(r.nid)
-                    continue
-                if r.server not in free_by_server:
-                    continue  # its server changed since the page was read
-                if r.rid in busy_targets or (r.site and r.site in busy_sites):
-                    continue
-                if r.site and r.platform in busy_wide_platforms:
-                    continue
-                if r.platform_wide and (r.platform in busy_site_platforms
-                                        or r.platform in busy_wide_platforms):
-                    continue
-                batch_key = (r.server, r.task_type, r.target_type)
-                run = None
-                if r.task_type in BATCHABLE_TYPES and settings.batch_size > 1:
-                    run = open_batches.get(batch_key)
-                    if run is not None and len(run.tasks) >= settings.batch_size:
-                        run = None
-                if run is None:
-                    if slots <= 0 or global_free <= 0 or free_by_server[r.server] <= 0:
-                        continue
-                    run = Run(uuid.uuid4().hex, r.server, r.task_type)
-                    runs.append(run)
-                    slots -= 1
-                    global_free -= 1
-                    free_by_server[r.server] -= 1
-                    if r.task_type in BATCHABLE_TYPES:
-                        open_batches[batch_key] = run
-                run.tasks.append(r)
-                chosen.append((r, run))
-                gone.add(r.nid)
-                busy_targets.add(r.rid)
-                if r.site:
-                    busy_sites.add(r.site)
-                    busy_site_platforms.add(r.platform)
-                if r.platform_wide:
-                    busy_wide_platforms.add(r.platform)
-
-        # Tasks whose server cannot be found are failed (malformed).
-        consider([nid for nid, server in cached.heads if server is None])
-        # Then the page's servers in claim order, a few at a time: lock only as many
-        # servers as the free slots need, so that other runners can claim on the others.
-        tried: set[int] = set()
-        while wants_more() or not tried:
-            group = []
-            for _nid, server in cached.heads:
-                if server is not None and server not in tried and server not in group:
-                    group.append(server)
-                    if len(group) >= max(1, slots):
-                        break
-            if not group:
-                break
-            tried.update(group)
-            got = set(lock(group))
-            consider([nid for nid, server in cached.heads if server in got])
-
-        # Batches still open: read on, in longer pages of the locked servers' tasks.
-        page, seen = 8 * cached.per_server, {nid for nid, _server in cached.heads} | gone
-        while open_batches and wants_more() and page < self.scan_limit and open_to:
-            room = max(settings.batch_size - len(run.tasks) for run in open_batches.values())
-            page = min(self.scan_limit, max(2 * page, len(seen) + room))
-            heads = list(conn.execute(heads_query(now, page, only=open_to, orphans=False,
-                                                  wide=cached.wide)))
-            consider([nid for nid, _server in heads if nid not in seen])
-            seen.update(nid for nid, _server in heads)
-            if len(heads) < page:
-                break
-
-        bad_runs = [Run(uuid.uuid4().hex, r.server, r.task_type, [r], problem=p) for r, p in bad]
-        candidates = [(r, run) for r, run in chosen] + [(run.tasks[0], run) for run in bad_runs]
-        if not candidates:
-            return [], gone
-        vids = [r.vid for r, _ in candidates]
-        got = set(conn.execute(
-            select(m.HostingTask.vid)
-            .where(m.HostingTask.vid.in_(vids), m.HostingTask.task_status == 0)
-            .with_for_update(skip_locked=True)
-        ).scalars())
-        if not got:
-            return [], gone
-        ts = int(now)
-        conn.execute(update(m.HostingTask).where(m.HostingTask.vid.in_(got),
-                                                 m.HostingTask.task_status == 0)
-                     .values(task_status=m.TASK_PROCESSING, executed=ts, delta=0))
-        conn.execute(update(m.Node).where(m.Node.vid.in_(got)).values(changed=ts))
-        claimed_nids_new, claimed_old = [], []
-        for r, run in candidates:
-            if r.vid not in got:
-                continue
-            values = dict(vid=r.vid, runner_id=runner_id, claimed_at=now, run_id=run.run_id,
-                          cancel_requested=0)
-            if r.has_queue_row:
-                claimed_old.append((r.nid, values))
-            else:
-                claimed_nids_new.append(dict(nid=r.nid, not_before=0, attempts=1, **values))
-            r.task_status = m.TASK_PROCESSING
-            r.attempts = (r.attempts or 0) + 1 if r.has_queue_row else 1
-            r.runner_id = runner_id
-            r.run_id = run.run_id
-        for nid, values in claimed_old:
-            conn.execute(update(QueueTask).where(QueueTask.nid == nid)
-                         .values(attempts=QueueTask.attempts + 1, **values))
-        if claimed_nids_new:
-            conn.execute(insert(QueueTask), claimed_nids_new)
-        result = []
-        for run in runs + bad_runs:
-            run.tasks = [t for t in run.tasks if t.vid in got]
-            if run.tasks:
-                result.append(run)
-        return result, gone
+    def _claim(self, conn, runner_id, slots, settings, now, cached: _HeadsPage):
+        """One claim transaction (steps 1-4 of the module's docstring): (runs, gone)."""
+        claim = _Claim(conn, runner_id, slots, settings, now, cached)
+        claim.choose(self.scan_limit)
+        return claim.mark_claimed(), claim.gone
 
     def queue_mark(self) -> int | None:
         """The newest task revision id: it changes whenever hostmaster queues a task (a new
