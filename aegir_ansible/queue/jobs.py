@@ -643,6 +643,7 @@ class JobManager:
         self._known_server_rows: set[int] = set()
         self._heads: _HeadsPage | None = None
         self._mark: int | None = None
+        self._settings: tuple[float, Settings] | None = None  # (read at, settings)
 
     # -- transactions --------------------------------------------------------------------
 
@@ -662,9 +663,15 @@ class JobManager:
 
         return with_retries(once, what=what)
 
-    def settings(self) -> Settings:
-        with self.engine.connect() as conn:
-            return load_settings(conn)
+    def settings(self, max_age: float = 0.0) -> Settings:
+        """The queue settings; a runner's loop passes max_age (1 s): a change of setting
+        takes effect within a second, and a busy loop does not read them before every
+        claim."""
+        now = time.monotonic()
+        if self._settings is None or now - self._settings[0] >= max_age:
+            with self.engine.connect() as conn:
+                self._settings = (now, load_settings(conn))
+        return self._settings[1]
 
     # -- runners -------------------------------------------------------------------------
 

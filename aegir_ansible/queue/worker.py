@@ -181,7 +181,7 @@ class Worker:
         while True:
             now = time.time()
             try:
-                settings = self._effective(self.jm.settings())
+                settings = self._effective(self.jm.settings(max_age=self.SETTINGS_MAX_AGE))
                 self.settings = settings
                 if db_ok_since is None:
                     db_ok_since = now
@@ -249,6 +249,10 @@ class Worker:
                 interval = 0  # more may be ready at once
             self._wait(interval)
             self.wake.clear()
+
+    # How old the queue settings may be when the loop uses them (a change takes effect
+    # within this time).
+    SETTINGS_MAX_AGE = 1.0
 
     # Between polls, how often to look for newly queued tasks (one index lookup).
     NEW_TASK_CHECK = 0.1

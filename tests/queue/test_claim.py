@@ -220,3 +220,16 @@ def test_a_kept_page_never_gives_a_task_twice(crowded):
     assert a._heads is not None and a._heads.read_at < time.time()
     everything = first + second + third
     assert len(set(everything)) == len(everything)
+
+
+def test_settings_are_read_at_most_once_per_max_age(two_servers):
+    """A runner's loop reads the settings at most once a second; a direct read is fresh."""
+    w = two_servers
+    jm = JobManager(w.engine)
+    assert jm.settings(max_age=60).enabled
+    admin.set_setting(w.engine, "enabled", "0")
+    assert jm.settings(max_age=60).enabled  # kept: younger than max_age
+    assert not jm.settings().enabled        # max_age 0: read again
+    admin.set_setting(w.engine, "enabled", "1")
+    assert jm.settings(max_age=60).enabled is False
+    assert jm.settings(max_age=0.0).enabled
