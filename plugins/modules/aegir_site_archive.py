@@ -36,7 +36,10 @@ options:
     description: The site directory.
   dest:
     type: path
-    description: The archive to write (state archive). Must not exist.
+    description:
+      - The archive to write (state archive). An existing file is never overwritten: when
+        this name is taken (two backups of a site in the same second), C(-2), C(-3), ...
+        is added before C(.tar.gz), and RV(path) says the name written.
   src:
     type: path
     description: The archive to deploy (state deploy).
@@ -189,15 +192,13 @@ def make_archive(module, p):
         raise ArchiveError("backup directory %s does not exist or is not a directory" % ddir)
     if not os.access(ddir, os.W_OK):
         raise ArchiveError("backup directory %s is not writable" % ddir)
-    if os.path.lexists(dest):
-        raise ArchiveError("backup %s already exists" % dest)
     dump = p["dump_file"]
     if dump and not module.check_mode and not os.path.isfile(dump):
         raise ArchiveError("database dump %s does not exist" % dump)
     excluded = {_norm(e) for e in p["exclude"] if _rel_ok(e)}
     strip = set(p["strip_secrets"])
     if module.check_mode:
-        return dict(changed=True, path=dest, size=0, members=0)
+        return dict(changed=True, path=_free_name(dest), size=0, members=0)
     uid, gid = _ids(p["owner"], None)
     tmp = os.path.join(ddir, ".%s.%s.part" % (os.path.basename(dest), secrets.token_hex(4)))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -243,7 +244,7 @@ def make_archive(module, p):
         if uid != -1:
             os.chown(tmp, uid, -1)
         os.chmod(tmp, 0o600)
-        os.rename(tmp, dest)
+        dest = _publish(tmp, dest)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -251,6 +252,37 @@ def make_archive(module, p):
             pass
         raise
     return dict(changed=True, path=dest, size=os.path.getsize(dest), members=count)
+
+
+def _candidates(dest):
+    """dest, then <name>-2.tar.gz, <name>-3.tar.gz, ..."""
+    base = dest[:-len(".tar.gz")] if dest.endswith(".tar.gz") else dest
+    ext = dest[len(base):]
+    yield dest
+    for i in range(2, 1000):
+        yield "%s-%d%s" % (base, i, ext)
+
+
+def _free_name(dest):
+    """The name _publish would take now (check mode)."""
+    for name in _candidates(dest):
+        if not os.path.lexists(name):
+            return name
+    raise ArchiveError("no free backup name beside %s" % dest)
+
+
+def _publish(tmp, dest):
+    """Give the finished archive its name without ever replacing a file: a hard link fails
+    when the name exists (another backup of the same second took it), then the next name
+    is tried. Returns the name taken; tmp is removed."""
+    for name in _candidates(dest):
+        try:
+            os.link(tmp, name)
+        except FileExistsError:
+            continue
+        os.unlink(tmp)
+        return name
+    raise ArchiveError("no free backup name beside %s" % dest)
 
 
 def _check_members(tar, site_path):

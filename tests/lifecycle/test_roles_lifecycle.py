@@ -268,3 +268,32 @@ def test_backup_delete(env):
     env.run("backup-delete.yml", limit=A1, extra_vars={"aegir_site_backup_delete_files": [
         {"bid": i, "file": str(a)} for i, a in enumerate(archives)]}).assert_ok()
     assert not any(a.exists() for a in archives)
+
+
+def test_backups_in_the_same_second_get_their_own_names(env):
+    """A backup never replaces an archive of the same name (two backups of a site in the
+    same second): it takes <uri>-<date>-2.tar.gz and reports that name."""
+    import time
+
+    backups = env.backups("apache")
+    start = time.time()
+    squatters = {}
+    for second in range(-2, 120):  # every name the backup may choose in the next two minutes
+        name = f"{A1}-{time.strftime('%Y%m%d.%H%M%S', time.localtime(start + second))}.tar.gz"
+        squatters[backups / name] = f"an earlier backup {second}".encode()
+        (backups / name).write_bytes(squatters[backups / name])
+    try:
+        result = env.run("backup.yml", limit=A1, env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"}).assert_ok()
+        new = [p for p in backups.glob(f"{A1}-*.tar.gz") if p not in squatters]
+        assert len(new) == 1, (new, result.stdout)
+        archive = new[0]
+        assert time.time() - start < 110, "the backup took too long for this test's names"
+        assert re.fullmatch(re.escape(A1) + r"-\d{8}\.\d{6}-2\.tar\.gz", archive.name), archive
+        assert archive.with_name(archive.name.replace("-2.tar.gz", ".tar.gz")) in squatters
+        assert "database.sql" in archive_members(archive)
+        assert f"{archive}" in result.stdout  # aegir_results reports the name taken
+        for path, content in squatters.items():
+            assert path.read_bytes() == content
+    finally:
+        for path in [*squatters, *backups.glob(f"{A1}-*-2.tar.gz")]:
+            path.unlink(missing_ok=True)
