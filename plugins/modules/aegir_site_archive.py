@@ -59,6 +59,14 @@ options:
     elements: str
     default: [db_password]
     description: Secret names blanked in C(settings.php).
+  reset_secrets:
+    type: list
+    elements: str
+    default: []
+    description:
+      - Secret names blanked in the deployed C(settings.php) (state deploy), so that the site
+        files step gives the site new ones, as for a new site. A clone resets C(hash_salt):
+        the copy must not share the original's salt (one-time login links, form tokens).
   replace:
     type: bool
     default: false
@@ -126,6 +134,21 @@ class ArchiveError(Exception):
 def strip_secrets(text, names):
     """Blank the value on every `// aegir:secret <name>` line whose name is listed."""
     return common.replace_secrets(text, "''", names)
+
+
+def _reset_secrets(path, names):
+    """Blank these secrets in a deployed settings.php (a regular file; owner and mode kept)."""
+    if not names or not os.path.isfile(path) or os.path.islink(path):
+        return
+    with open(path, "r", encoding="utf-8", errors="surrogateescape") as fh:
+        text = fh.read()
+    new = strip_secrets(text, set(names))
+    if new != text:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        os.chmod(path, mode | 0o200)
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(new)
+        os.chmod(path, mode)
 
 
 def _rel_ok(name):
@@ -362,6 +385,7 @@ def deploy(module, p):
                     keep = 0o2777 if member.isdir() else 0o777
                     os.chmod(os.path.join(staging, member.name), member.mode & keep)
             _chown_tree(staging, uid, gid)
+            _reset_secrets(os.path.join(staging, "settings.php"), p["reset_secrets"])
             if dump is not None and p["dump_dest"]:
                 fd = os.open(p["dump_dest"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 os.fchmod(fd, 0o600)
@@ -442,6 +466,7 @@ def main():
             exclude=dict(type="list", elements="str",
                          default=["private/temp", "files/css", "files/js", "files/php"]),
             strip_secrets=dict(type="list", elements="str", default=["db_password"], no_log=False),
+            reset_secrets=dict(type="list", elements="str", default=[], no_log=False),
             replace=dict(type="bool", default=False),
             keep_files=dict(type="list", elements="str", default=[]),
             previous_path=dict(type="path"),

@@ -185,6 +185,7 @@ def test_migrate_failing_on_the_database_rolls_back(env):
 def test_migrate_to_another_server(env):
     old_db = env.inv.sites[N1]["aegir_site_db_name"]
     nginx, apache = env.servers["nginx"], env.servers["apache"]
+    salt = settings_secret((env.site_dir("platform_nginx", N1) / "settings.php").read_text(), "hash_salt")
     result = env.run("migrate.yml", limit=N1, extra_vars={"aegir_site_target_platform": "platform_apache"}).assert_ok()
     # Served by Apache (uri and alias), no longer by nginx.
     resp = apache.wait_for_http(N1, contains=f"Welcome to {N1}")
@@ -198,6 +199,7 @@ def test_migrate_to_another_server(env):
     password = settings_secret(settings, "db_password")
     assert env.db.can_login(new_db, password, new_db)
     assert password not in result.stdout
+    assert salt and settings_secret(settings, "hash_salt") == salt  # the same site: its salt kept
     # The cron job moved; nothing is left on nginx.
     assert f"aegir-cron: {N1}" in apache.crontab()
     assert f"aegir-cron: {N1}" not in nginx.crontab()
@@ -233,6 +235,9 @@ def test_clone(env):
     s_a = (env.site_dir("platform_apache", A1) / "settings.php").read_text()
     s_c = (env.site_dir("platform_apache", CLONE) / "settings.php").read_text()
     assert settings_secret(s_a, "db_password") != settings_secret(s_c, "db_password")
+    # Its own hash salt: the copy must not accept the original's one-time login links.
+    assert settings_secret(s_c, "hash_salt") and settings_secret(s_a, "hash_salt")
+    assert settings_secret(s_a, "hash_salt") != settings_secret(s_c, "hash_salt")
     assert re.search(r"'username' => '(\w+)'", s_c).group(1) == db_c
     assert f"aegir-cron: {A1}" in apache.crontab() and f"aegir-cron: {CLONE}" in apache.crontab()
     # Separate databases: a change in the clone does not show in the original.
