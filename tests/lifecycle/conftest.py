@@ -2,7 +2,7 @@
 login-reset) on the harness' real servers.
 
 - `lc_env` (module): a static inventory of both servers with a platform on each (the roles'
-  way, tests.roles.helpers.Inventory), servers and platforms verified.
+  way, tests.roles.helpers.Env), servers and platforms verified.
 - `lc_frontend` (module): a SQLite Aegir database whose servers are the harness servers
   (registered as `aegir server add` would, ssh as root with the harness key), a platform on
   each, both verified through the queue runner; `run_queue()` drains the queue with the real
@@ -11,8 +11,6 @@ login-reset) on the harness' real servers.
 
 from __future__ import annotations
 
-import io
-import secrets
 import tarfile
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from aegir_ansible.db import models as m
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.queue import admin
 from aegir_ansible.queue.worker import Worker
-from tests.roles.helpers import Inventory, settings_secret  # noqa: F401 (re-exported)
+from tests.roles.helpers import Env, settings_secret  # noqa: F401 (re-exported)
 
 REAL_PLAYBOOKS = paths.playbooks_dir()
 
@@ -47,63 +45,11 @@ def archive_bytes(path) -> bytes:
     return gzip.decompress(Path(path).read_bytes())
 
 
-class LcEnv:
-    """Static inventory: both servers, platform_<key> on each, plus platform_<key>_b on nginx."""
-
-    def __init__(self, servers, db, make_platform, run_playbook, tmp: Path):
-        self.servers = servers
-        self.db = db
-        self.run_playbook = run_playbook
-        self.tmp = tmp
-        self.token = secrets.token_hex(3)
-        self.inv = Inventory(db)
-        self.platform_roots: dict[str, str] = {}
-        for key, server in servers.items():
-            self.inv.add_server(server)
-            root = make_platform(server, "lc")
-            self.platform_roots[f"platform_{key}"] = root
-            self.inv.add_platform(server, f"platform_{key}", root)
-        self.created_dbs: list[str] = []
-
-    def db_name(self, label: str) -> str:
-        name = f"l{self.token}_{label}"[:16]
-        self.created_dbs.append(name)
-        return name
-
-    def add_site(self, key: str, uri: str, label: str, **extra) -> str:
-        return self.inv.add_site(self.servers[key], f"platform_{key}", uri, self.db_name(label), **extra)
-
-    def inventory_path(self) -> Path:
-        return self.inv.write(self.tmp / "inventory.yml")
-
-    def run(self, playbook: str, limit: str | None = None, **kwargs):
-        return self.run_playbook(f"playbooks/{playbook}", self.inventory_path(), limit=limit, **kwargs)
-
-    def site_dir(self, platform: str, uri: str) -> Path:
-        return Path(self.platform_roots[platform]) / "sites" / uri
-
-    def backups(self, key: str) -> Path:
-        return Path(self.servers[key].aegir_root) / "backups"
-
-    def cleanup(self):
-        for name in set(self.created_dbs) | {n for n, in self.db.query(
-                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
-                f"l{self.token}%")}:
-            try:
-                self.db.drop_database(name)
-            except Exception:  # noqa: BLE001
-                pass
-        for user, host in self.db.query("SELECT User, Host FROM mysql.user WHERE User LIKE %s",
-                                        f"l{self.token}%"):
-            try:
-                self.db.drop_user(user, host)
-            except Exception:  # noqa: BLE001
-                pass
-
-
 @pytest.fixture(scope="module")
 def lc_env(fresh_servers, test_db_server, make_platform, run_playbook, tmp_path_factory):
-    e = LcEnv(fresh_servers, test_db_server, make_platform, run_playbook, tmp_path_factory.mktemp("lc"))
+    """Both servers reset, platform_<key> on each, servers and platforms verified."""
+    e = Env(fresh_servers, test_db_server, make_platform, run_playbook, tmp_path_factory.mktemp("lc"),
+            platform_label="lc", platform_name="platform_{key}", db_prefix="l", db_name_max=16)
     e.run("verify.yml", limit="aegir_servers:aegir_platforms").assert_ok()
     yield e
     e.cleanup()

@@ -42,7 +42,7 @@ def _backup(env, uri, key):
 
 
 def test_backup_archive(env):
-    site = env.site_dir("platform_nginx", N1)
+    site = env.site_dir("nginx", N1)
     (site / "files" / "hello.txt").write_text("hello from the backup\n")
     password = settings_secret((site / "settings.php").read_text(), "db_password")
     archive, result = _backup(env, N1, "nginx")
@@ -65,7 +65,7 @@ def test_backup_archive(env):
 
 def test_restore_after_damage(env):
     server = env.servers["nginx"]
-    site = env.site_dir("platform_nginx", N1)
+    site = env.site_dir("nginx", N1)
     password = settings_secret((site / "settings.php").read_text(), "db_password")
     (site / "files" / "hello.txt").unlink()
     (site / "files" / "after-backup.txt").write_text("not in the backup\n")
@@ -88,7 +88,7 @@ def test_restore_without_settings_php(env):
     """settings.php deleted and a table dropped: restore brings the page back with a new
     password set on the database user (the archive has none)."""
     server = env.servers["apache"]
-    site = env.site_dir("platform_apache", A1)
+    site = env.site_dir("apache", A1)
     archive, _ = _backup(env, A1, "apache")
     old = settings_secret((site / "settings.php").read_text(), "db_password")
     (site / "settings.php").unlink()
@@ -140,7 +140,7 @@ def test_migrate_to_missing_platform_changes_nothing(env):
 
 
 def test_migrate_into_unwritable_platform_rolls_back(env):
-    sites = Path(env.platform_roots["platform_apache"]) / "sites"
+    sites = Path(env.platform_roots["apache"]) / "sites"
     if not _chattr(sites, "+i"):
         pytest.skip("chattr +i is not supported here")
     try:
@@ -175,7 +175,7 @@ def test_migrate_failing_on_the_database_rolls_back(env):
     assert "New database and user" in result.stdout
     assert "Everything it had created was removed" in result.stdout
     env.servers["nginx"].wait_for_http(N1, contains=f"Welcome to {N1}")
-    sites = Path(env.platform_roots["platform_apache"]) / "sites"
+    sites = Path(env.platform_roots["apache"]) / "sites"
     assert not (sites / N1).exists()
     assert not list(sites.glob(".aegir-*"))
     assert N1 not in (sites / "sites.php").read_text() if (sites / "sites.php").exists() else True
@@ -185,13 +185,13 @@ def test_migrate_failing_on_the_database_rolls_back(env):
 def test_migrate_to_another_server(env):
     old_db = env.inv.sites[N1]["aegir_site_db_name"]
     nginx, apache = env.servers["nginx"], env.servers["apache"]
-    salt = settings_secret((env.site_dir("platform_nginx", N1) / "settings.php").read_text(), "hash_salt")
+    salt = settings_secret((env.site_dir("nginx", N1) / "settings.php").read_text(), "hash_salt")
     result = env.run("migrate.yml", limit=N1, extra_vars={"aegir_site_target_platform": "platform_apache"}).assert_ok()
     # Served by Apache (uri and alias), no longer by nginx.
     resp = apache.wait_for_http(N1, contains=f"Welcome to {N1}")
     apache.wait_for_http(f"www.{N1}", contains=f"Welcome to {N1}")
     nginx.wait_for_http(N1, status=404)
-    new_site = env.site_dir("platform_apache", N1)
+    new_site = env.site_dir("apache", N1)
     settings = (new_site / "settings.php").read_text()
     new_db = re.search(r"'database' => '([^']+)'", settings).group(1)
     assert f"Database: {new_db}" in resp.body
@@ -203,7 +203,7 @@ def test_migrate_to_another_server(env):
     # The cron job moved; nothing is left on nginx.
     assert f"aegir-cron: {N1}" in apache.crontab()
     assert f"aegir-cron: {N1}" not in nginx.crontab()
-    assert not env.site_dir("platform_nginx", N1).exists()
+    assert not env.site_dir("nginx", N1).exists()
     vhost_dir = Path(nginx.aegir_root) / "config" / "server_nginx" / "nginx" / "vhost.d"
     assert not (vhost_dir / f"{N1}.conf").exists()
     assert not env.db.database_exists(old_db)
@@ -232,8 +232,8 @@ def test_clone(env):
     db_c = re.search(r"Database: (\w+)", copy.body).group(1)
     assert db_a != db_c
     env.created_dbs.append(db_c)
-    s_a = (env.site_dir("platform_apache", A1) / "settings.php").read_text()
-    s_c = (env.site_dir("platform_apache", CLONE) / "settings.php").read_text()
+    s_a = (env.site_dir("apache", A1) / "settings.php").read_text()
+    s_c = (env.site_dir("apache", CLONE) / "settings.php").read_text()
     assert settings_secret(s_a, "db_password") != settings_secret(s_c, "db_password")
     # Its own hash salt: the copy must not accept the original's one-time login links.
     assert settings_secret(s_c, "hash_salt") and settings_secret(s_a, "hash_salt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 
 import yaml
@@ -118,3 +119,71 @@ def settings_secret(settings_text: str, name: str) -> str | None:
             if literals:
                 return literals[-1].replace("\\'", "'").replace("\\\\", "\\")
     return None
+
+
+class Env:
+    """One test module's servers, a platform on each, and the static inventory of them;
+    `run(playbook, limit)` runs a playbook. The role tests and the life-cycle tests differ
+    only in names: the platforms' (`platform_name`, a format of the server key) and the
+    prefix and length of the database names."""
+
+    def __init__(self, servers, db, make_platform, run_playbook, tmp: Path, *,
+                 platform_label: str = "d10", platform_name: str = "platform_d10_{key}",
+                 db_prefix: str = "t", db_name_max: int = 60):
+        self.servers = servers
+        self.db = db
+        self.run_playbook = run_playbook
+        self.tmp = tmp
+        self.token = secrets.token_hex(3)
+        self.db_prefix = f"{db_prefix}{self.token}"
+        self.db_name_max = db_name_max
+        self.platform_name = platform_name
+        self.inv = Inventory(db)
+        self.platform_roots: dict[str, str] = {}  # by server key
+        for key, server in servers.items():
+            self.inv.add_server(server)
+            root = make_platform(server, platform_label)
+            self.platform_roots[key] = root
+            self.inv.add_platform(server, platform_name.format(key=key), root)
+        self.created_dbs: list[str] = []
+
+    def db_name(self, label: str) -> str:
+        name = f"{self.db_prefix}_{label}"[:self.db_name_max]
+        self.created_dbs.append(name)
+        return name
+
+    def add_site(self, key: str, uri: str, label: str, **extra) -> str:
+        return self.inv.add_site(self.servers[key], self.platform_name.format(key=key), uri,
+                                 self.db_name(label), **extra)
+
+    def inventory_path(self) -> Path:
+        return self.inv.write(self.tmp / "inventory.yml")
+
+    def run(self, playbook: str, limit: str | None = None, **kwargs):
+        return self.run_playbook(f"playbooks/{playbook}", self.inventory_path(), limit=limit, **kwargs)
+
+    def site_dir(self, key: str, uri: str) -> Path:
+        return Path(self.platform_roots[key]) / "sites" / uri
+
+    def vhost(self, key: str, uri: str) -> Path:
+        server = self.servers[key]
+        return Path(server.aegir_root) / "config" / f"server_{key}" / server.http_service / "vhost.d" / f"{uri}.conf"
+
+    def backups(self, key: str) -> Path:
+        return Path(self.servers[key].aegir_root) / "backups"
+
+    def cleanup(self):
+        """Drop the databases and users of this module: those it named, and those the
+        playbooks created under its prefix (a migrate or clone names its own)."""
+        like = self.db_prefix + "%"
+        for name in set(self.created_dbs) | {n for n, in self.db.query(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", like)}:
+            try:
+                self.db.drop_database(name)
+            except Exception:  # noqa: BLE001
+                pass
+        for user, host in self.db.query("SELECT User, Host FROM mysql.user WHERE User LIKE %s", like):
+            try:
+                self.db.drop_user(user, host)
+            except Exception:  # noqa: BLE001
+                pass
