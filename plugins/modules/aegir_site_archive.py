@@ -37,9 +37,9 @@ options:
   dest:
     type: path
     description:
-      - The archive to write (state archive). An existing file is never overwritten: when
+      - "The archive to write (state archive). An existing file is never overwritten: when
         this name is taken (two backups of a site in the same second), C(-2), C(-3), ...
-        is added before C(.tar.gz), and RV(path) says the name written.
+        is added before C(.tar.gz), and RV(path) says the name written."
   src:
     type: path
     description: The archive to deploy (state deploy).
@@ -64,9 +64,9 @@ options:
     elements: str
     default: []
     description:
-      - Secret names blanked in the deployed C(settings.php) (state deploy), so that the site
+      - "Secret names blanked in the deployed C(settings.php) (state deploy), so that the site
         files step gives the site new ones, as for a new site. A clone resets C(hash_salt):
-        the copy must not share the original's salt (one-time login links, form tokens).
+        the copy must not share the original's salt (one-time login links, form tokens)."
   replace:
     type: bool
     default: false
