@@ -71,7 +71,7 @@ class RunResult:
     ended: float = 0.0
     status: str = ""  # ansible-runner status, or our own reason
     rc: int | None = None
-    stop_reason: str | None = None  # cancel, timeout, shutdown
+    stop_reason: str | None = None  # cancel, timeout, shutdown, lost
     cancelled: set = field(default_factory=set)  # task nids whose cancel was requested
     tasks: dict = field(default_factory=dict)  # nid -> TaskResult
 

@@ -701,6 +701,19 @@ class JobManager:
 
         return self.tx(fn, "heartbeat")
 
+    def revive(self, runner_id: str, state: str = "running") -> set[int]:
+        """After another runner declared this one lost (its heartbeats came late) and
+        handled the tasks it held: mark it alive again, so that what it claims from now on is
+        reaped if it really dies. Returns the nids it still holds (claimed after the reaping)."""
+
+        def fn(conn):
+            conn.execute(update(QueueRunner).where(QueueRunner.id == runner_id)
+                         .values(state=state, heartbeat=time.time()))
+            return set(conn.execute(select(QueueTask.nid)
+                                    .where(QueueTask.runner_id == runner_id)).scalars())
+
+        return self.tx(fn, "revive runner")
+
     # -- claim ---------------------------------------------------------------------------
 
     def ensure_server_rows(self, server_nids) -> None:

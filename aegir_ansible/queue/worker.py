@@ -190,7 +190,7 @@ class Worker:
                     state = self.jm.heartbeat(self.runner_id,
                                               "stopping" if self.stop_requested_at else None)
                     if state == "lost":
-                        log.error("this runner was declared lost by another runner")
+                        self._revive()
                     last_hb = now
                     # Reap others only after being connected a full period ourselves, so a
                     # database outage is not mistaken for dead runners.
@@ -249,6 +249,21 @@ class Worker:
                 interval = 0  # more may be ready at once
             self._wait(interval)
             self.wake.clear()
+
+    def _revive(self) -> None:
+        """Another runner declared this one lost (no heartbeat in `runner_lost_after`: a
+        stalled process or database) and failed or re-queued the tasks it held. Stop the runs
+        of those tasks (a retry may already run elsewhere; their outcome is not recorded
+        here), keep the runs of tasks claimed since, and be a running runner again."""
+        held = self.jm.revive(self.runner_id, "stopping" if self.stop_requested_at else "running")
+        with self._lock:
+            lost = [ex for ex in self.active.values()
+                    if not any(t.nid in held for t in ex.run.tasks)]
+            for ex in lost:
+                ex.stop("lost")
+        log.error("this runner was declared lost by another runner (its heartbeats came too "
+                  "late), which failed or re-queued its tasks; %d run(s) of those tasks stopped; "
+                  "running again", len(lost))
 
     # How old the queue settings may be when the loop uses them (a change takes effect
     # within this time).

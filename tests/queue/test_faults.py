@@ -11,6 +11,9 @@ from click.testing import CliRunner
 
 from aegir_ansible.cli import main
 from aegir_ansible.db import models as m
+from aegir_ansible.queue import outcome
+from aegir_ansible.queue.jobs import JobManager
+from aegir_ansible.queue.tables import QueueRunner
 
 from .conftest import ThreadWorker, configure, procs_with, run_once, spawn_runner, wait_for
 
@@ -93,6 +96,37 @@ def test_sigkilled_runner_tasks_are_failed_or_requeued(site_world, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_runner_declared_lost_stops_those_runs_and_runs_on(site_world):
+    """A runner whose heartbeats came too late (a stalled process or database) is declared
+    lost by another runner, which fails the task it held. The runner stops that playbook
+    (the task's outcome is not recorded a second time), is a running runner again (so what
+    it claims next is reaped if it really dies), and runs what is queued next."""
+    w = site_world
+    secs = unique_sleep()
+    t = w.task("install", "a.test", sleep=secs)
+    with ThreadWorker(w.url) as worker:
+        wait_for(lambda: procs_with(f"sleep {secs}"), 60, "the playbook's sleep")
+        jm = JobManager(w.engine)
+        settings = jm.settings()
+        settings.values["runner_lost_after"] = -1.0  # to this reaper, every runner looks lost
+        reaped: list[int] = []  # (a reaper skips a runner row locked by its heartbeat: again)
+        wait_for(lambda: reaped.extend(outcome.reap(jm, settings)) or reaped, 10, "the reaping")
+        assert reaped == [t]
+        assert w.status(t) == m.TASK_ERROR and "Runner lost" in w.log_text(t)
+        wait_for(lambda: not procs_with(f"sleep {secs}"), 15, "the lost task's playbook to stop")
+
+        def state():
+            with w.Session() as s:
+                return s.get(QueueRunner, worker.runner_id).state
+
+        wait_for(lambda: state() == "running", 10, "the runner to be running again")
+        nxt = w.task("verify", "b.test")
+        w.wait_status(nxt, (m.TASK_SUCCESS,), 60)
+    assert w.status(t) == m.TASK_ERROR
+    assert w.log_text(t).count("Runner lost") == 1
+    assert "Task was cancelled" not in w.log_text(t)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
