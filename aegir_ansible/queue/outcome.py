@@ -175,6 +175,7 @@ def _site_restored(ctx):
 
 
 @on("site", "backup-delete")
+@on("site", "backup-delete", "failure")  # some archives could not be removed: the others were
 def _site_backups_deleted(ctx):
     bids = [int(b) for b in ctx.result.result.get("deleted_bids") or [] if str(b).isdigit()]
     if bids:
