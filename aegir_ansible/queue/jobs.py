@@ -442,9 +442,12 @@ class _Claim:
 
     def __init__(self, conn, runner_id: str, slots: int, settings: Settings, now: float,
                  page: _HeadsPage):
-        self.conn, self.runner_id, self.settings, self.now, self.page = \
-            conn, runner_id, settings, now, page
-        self.slots = slots
+        self.conn = conn
+        self.runner_id = runner_id
+        self.settings = settings
+        self.now = now
+        self.page = page
+        self.slots = slots  # runs this claim may still start
         if settings.concurrency > 0:
             # An exact global limit: claims take turns on the setting's row.
             conn.execute(select(QueueSetting.name).where(QueueSetting.name == "concurrency")
