@@ -23,6 +23,7 @@ from .validation import (
     InputError,
     check_abs_path,
     check_context_name,
+    check_host_address,
     check_language,
     check_profile,
     check_unix_name,
@@ -178,8 +179,8 @@ class Frontend:
                 ipaddress.ip_address(ip)
             except ValueError:
                 raise InputError(f"{ip!r} is not an IP address") from None
-        if address is not None and address.strip() != address or (address or "x").count(" "):
-            raise InputError(f"address {address!r} is not valid")
+        if address is not None:
+            check_host_address(address)
         check_abs_path(aegir_root, "aegir root")
         check_unix_name(script_user, "script user")
         check_unix_name(web_group, "web group")

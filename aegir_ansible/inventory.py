@@ -21,6 +21,7 @@ from sqlalchemy.orm import Bundle, Session
 
 from .db import models as m
 from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteSettings
+from .validation import InputError, check_context_name, check_host_address
 
 SERVER_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
 PLATFORM_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
@@ -62,6 +63,9 @@ class InventoryData:
         lambda: {"hosts": [], "children": [], "vars": {}}))
     # host -> the groups whose variables it inherits (its server's, its platform's)
     inherits: dict[str, list[str]] = field(default_factory=dict)
+    # context name -> why it is left out (a name Ansible would read as a pattern or group,
+    # a server address ssh could read as an option, or what it depends on was left out)
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def add(self, group: str, host: str) -> None:
         self.groups[group]["hosts"].append(host)
@@ -85,6 +89,17 @@ def _current(model):
     return and_(model.vid == m.Node.vid)
 
 
+def _refusal(name: str, address: str | None = None) -> str | None:
+    """Why a context cannot be an inventory host (None: it can)."""
+    try:
+        check_context_name(name)
+        if address is not None:
+            check_host_address(address, "server address")
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def build_inventory(session: Session) -> InventoryData:
     inv = InventoryData()
     for top in ("aegir_servers", "aegir_platforms", "aegir_sites"):
@@ -92,6 +107,8 @@ def build_inventory(session: Session) -> InventoryData:
 
     # 1. servers (+ backend connection settings)
     servers: dict[int, dict] = {}
+    rejected_servers: dict[int, str] = {}
+    rejected_platforms: dict[int, str] = {}
     rows = session.execute(
         select(m.Node.nid, m.Node.vid, m.Node.title, m.HostingContext.name,
                m.HostingServer.status, m.HostingServer.verified, ServerSettings)
@@ -133,10 +150,16 @@ def build_inventory(session: Session) -> InventoryData:
         if vid in by_vid:
             by_vid[vid]["db_admin"] = (user, passwd)
 
-    for server in servers.values():
+    for nid, server in list(servers.items()):
         hv = _server_vars(server)
         server["vars"] = hv
         name = server["name"]
+        why = _refusal(name, hv.get("ansible_host"))
+        if why:
+            inv.rejected[name] = f"server {name} is left out of the inventory: {why}"
+            del servers[nid]
+            rejected_servers[nid] = inv.rejected[name]
+            continue
         inv.hosts[name] = hv
         inv.add("aegir_servers", name)
         server_group = inv.groups[group_name("aegir_server", name)]
@@ -157,6 +180,11 @@ def build_inventory(session: Session) -> InventoryData:
         .order_by(m.Node.nid)
     ):
         server = servers.get(web_server)
+        why = _refusal(name) or rejected_servers.get(web_server)
+        if why:
+            inv.rejected[name] = f"platform {name} is left out of the inventory: {why}"
+            rejected_platforms[nid] = inv.rejected[name]
+            continue
         if server is None:  # its web server is deleted or missing: nowhere to connect
             continue
         root = (root or "").rstrip("/")
@@ -207,7 +235,11 @@ def build_inventory(session: Session) -> InventoryData:
     taken_db_names = {(r[4].db_server, r[4].db_name) for r in site_rows if r[4].db_name}
     for nid, vid, name, title, site, profile, client, cron_interval in site_rows:
         platform = platforms.get(site.platform)
-        if platform is None:
+        why = _refusal(name) or rejected_servers.get(site.db_server)
+        if why or platform is None:
+            why = why or rejected_platforms.get(site.platform)
+            if why:
+                inv.rejected[name] = f"site {name} is left out of the inventory: {why}"
             continue
         db = servers.get(site.db_server)
         db_service = (db or {}).get("services", {}).get("db", {})

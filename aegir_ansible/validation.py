@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 
@@ -40,12 +41,47 @@ def normalize_hostname(value: str, what: str = "uri") -> str:
     return ascii_name
 
 
+# Names Ansible resolves to groups: the inventory's own groups (all start with "aegir_") and
+# Ansible's implicit ones. A host named like a group would be matched as that group.
+RESERVED_NAMES = frozenset({"all", "ungrouped", "localhost"})
+RESERVED_PREFIX = "aegir_"
+
+
 def check_context_name(value: str) -> str:
+    """A context name usable as an Ansible host name that matches only itself.
+
+    The one rule for every context name (frontend writes, inventory, queue runner): no
+    character Ansible reads in a host pattern (`,` `:` `&` `!` `~` `*` `?` `[` ...) and no
+    name Ansible or the inventory uses for a group."""
     if not _CONTEXT.match(value or ""):
         raise InputError(
             f"name {value!r} is not valid (letters, digits, '_', '.', '-'; at most 235)"
         )
+    if value.lower() in RESERVED_NAMES or value.startswith(RESERVED_PREFIX):
+        raise InputError(
+            f"name {value!r} is reserved (it names an inventory group: 'all', 'ungrouped', "
+            f"'localhost' and names starting with {RESERVED_PREFIX!r})"
+        )
     return value
+
+
+def check_host_address(value: str, what: str = "address") -> str:
+    """An IP address or a host name as given to ssh (`ansible_host`): nothing ssh could
+    read as an option (`-oProxyCommand=...`) or a user/port part."""
+    raw = value if isinstance(value, str) else ""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        pass
+    if raw != raw.strip() or not raw or not re.match(r"^[A-Za-z0-9]", raw):
+        raise InputError(f"{what} {value!r} is not a host name or IP address")
+    try:
+        name = normalize_hostname(raw, what)
+    except InputError:
+        raise InputError(f"{what} {value!r} is not a host name or IP address") from None
+    if name != raw.lower().rstrip("."):
+        raise InputError(f"{what} {value!r} is not an ASCII host name or IP address")
+    return raw
 
 
 def check_abs_path(value: str, what: str = "path") -> str:

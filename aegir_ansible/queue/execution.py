@@ -1,10 +1,13 @@
 """Running one claimed run (a task, or a coalesced batch of tasks) with ansible-runner.
 
-Each run gets a fresh private data directory (mode 0700) that is removed afterwards:
+Each run gets a fresh private data directory (mode 0700, rundirs.py) that is removed
+afterwards, or by the next runner started on the machine if this one is killed:
 
 - `inventory/hosts.json` (0600): the inventory built in-process from the database (every
   string wrapped `__ansible_unsafe`), plus `aegir_task_args` / `aegir_task_nid` /
-  `aegir_task_type` as variables of each target host;
+  `aegir_task_type` as variables of each target host, and the group `aegir_run_targets`
+  of the run's target hosts. It holds the database admin passwords, so the script that
+  hands it to ansible removes it as soon as ansible has read it;
 - `extravars.json` (0600): for a single-task run, the same three values as extra vars,
   also wrapped as untrusted: task arguments come from the database and are never
   templated;
@@ -12,6 +15,10 @@ Each run gets a fresh private data directory (mode 0700) that is removed afterwa
   if the runner dies (PR_SET_PDEATHSIG), then execs the real one. A runner killed with
   SIGKILL thus takes its playbooks down with it instead of leaving them running
   unsupervised.
+
+The limit is that one group, never a list of names: Ansible reads a limit as patterns
+(`,` `:` `&` `!` `~` `*` `[` and group names), so a name could match other hosts. A run whose
+playbook reached a host outside its targets fails all its tasks.
 
 Nothing goes to ansible-runner's `env/` files (`suppress_env_files`), no per-event JSON
 files are written (the event handler returns False), and `AEGIR_DB_URL` is blanked in
@@ -31,9 +38,7 @@ import os
 import shlex
 import shutil
 import signal
-import stat
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,12 +51,16 @@ from aegir_ansible.db import models as m
 from aegir_ansible.inventory import build_inventory, script_output, unsafe
 
 from . import task_args
+from . import rundirs
 from .events import LogWriter, classify, clean, event_host
 from .jobs import Run, TaskRow
 
 log = logging.getLogger("aegir.queue")
 
 MARKER = "AEGIR_QUEUE_RUN"
+# The inventory group of a run's target hosts, its --limit ("aegir_" names are reserved:
+# no context can be named so, validation.check_context_name).
+TARGETS_GROUP = "aegir_run_targets"
 
 
 @dataclass
@@ -313,6 +322,9 @@ class Execution:
         hosts = []
         for t in run.tasks:
             name = t.target_name
+            if name in inv.rejected:
+                self._fail(t, f"Refused: the {inv.rejected[name]}.")
+                continue
             if not name or name not in inv.hosts:
                 self._fail(t, f"The {t.target_type} {name or '#' + str(t.rid)} is not in the "
                               "inventory (is its server or platform deleted?).")
@@ -348,10 +360,14 @@ class Execution:
         (tmp / "inventory").mkdir(mode=0o700)
         # The inventory script's own output (strings wrapped untrusted), served by a script
         # so that ansible's script plugin reads it exactly as from aegir_inventory.py.
-        _write(tmp / "inventory" / "hosts.json", json.dumps(script_output(inv)))
+        output = script_output(inv)
+        output[TARGETS_GROUP] = {"hosts": list(self.limit)}
+        output["all"]["children"].append(TARGETS_GROUP)
+        hosts_json = shlex.quote(str(tmp / "inventory" / "hosts.json"))
+        _write(tmp / "inventory" / "hosts.json", json.dumps(output))
+        # Read once by ansible at start; then the passwords in it are on no disk any more.
         _write(tmp / "inventory" / "aegir.sh",
-               f"#!/bin/sh\nexec /bin/cat {shlex.quote(str(tmp / 'inventory' / 'hosts.json'))}\n",
-               0o700)
+               f"#!/bin/sh\n/bin/cat {hosts_json} && exec /bin/rm -f {hosts_json}\n", 0o700)
         if len(run.tasks) == 1:
             t = run.tasks[0]
             _write(tmp / "extravars.json", json.dumps(unsafe({
@@ -369,8 +385,16 @@ class Execution:
         """Run the playbook; never raises. Log rows are queued on the writer."""
         import ansible_runner
 
-        tmp = Path(tempfile.mkdtemp(prefix="aegir-run-"))
-        os.chmod(tmp, stat.S_IRWXU)
+        try:
+            run_dir = rundirs.RunDir()
+        except (OSError, RuntimeError) as exc:
+            for t in self.run.tasks:
+                self.result.tasks.setdefault(t.nid, TaskResult(t))
+                self._fail(t, f"Could not create the run's private directory: {exc}")
+            self.result.status, self.result.ended = "not started", time.time()
+            self.finished.set()
+            return self.result
+        tmp = run_dir.path
         try:
             try:
                 prepared = self._prepare(tmp)
@@ -406,7 +430,7 @@ class Execution:
                     project_dir=str(self.playbooks_dir),
                     playbook=playbook,
                     inventory=str(tmp / "inventory" / "aegir.sh"),
-                    limit=",".join(self.limit),
+                    limit=TARGETS_GROUP,
                     extravars=str(tmp / "extravars.json"),
                     envvars=env,
                     settings={"pexpect_timeout": 0.2, "suppress_output_file": True,
@@ -433,7 +457,7 @@ class Execution:
             self.result.ended = time.time()
             self.result.stop_reason = self.stop_reason
             self.result.cancelled = set(self.cancelled)
-            shutil.rmtree(tmp, ignore_errors=True)
+            run_dir.remove()
             self.finished.set()
 
     def _judge(self) -> None:
@@ -441,6 +465,14 @@ class Execution:
         hosting_task_parse_log: any error => error, else any warning => warning)."""
         res = self.result
         reported = (self.artifact or {}).get("aegir_results") or {}
+        strays = sorted(set(self.stats.get("processed") or {}) - set(self.limit))
+        if strays and not self.stop_reason:
+            # Never expected (the limit is the targets group): the run is not to be trusted.
+            for tasks in self.by_host.values():
+                for t in tasks:
+                    self._fail(t, "The playbook ran on hosts outside this run's targets "
+                                  f"({', '.join(strays[:10])}): the task is failed.")
+            return
         for host, tasks in self.by_host.items():
             for t in tasks:
                 tr = res.tasks[t.nid]

@@ -26,7 +26,7 @@ from aegir_ansible import paths
 
 from aegir_ansible.logs import task_context
 
-from . import metrics, outcome
+from . import metrics, outcome, rundirs
 from .events import LogWriter
 from .execution import Execution
 from .jobs import JobManager, QueueError, Run, Settings, check_database
@@ -153,6 +153,7 @@ class Worker:
         log.info("database: %s", desc)
         self._resolve_servers()
         self.runner_id = self.jm.register_runner(self.server_nids, self.concurrency)
+        rundirs.sweep()  # what runners killed on this machine left (inventories with passwords)
         log.info("runner %s started (concurrency %d%s)", self.runner_id, self.concurrency,
                  f", servers {', '.join(self.server_names)}" if self.server_names else "")
         old = {}
