@@ -71,6 +71,7 @@ class TaskResult:
     messages: list = field(default_factory=list)  # extra lines written with the outcome
     facts: dict = field(default_factory=dict)  # inventory vars the run used for this host
     result: dict = field(default_factory=dict)  # what the playbook reported (set_stats)
+    rollback: dict | None = None  # a clone to remove: made on the server, not recorded
 
 
 @dataclass
@@ -186,8 +187,10 @@ class Execution:
     """One run in its own thread; `stop(reason)` asks it to stop."""
 
     def __init__(self, run: Run, engine, writer: LogWriter, playbooks_dir: Path,
-                 timeout: float = 0, kill_grace: float = 5.0, ansible_cfg: Path | None = None):
+                 timeout: float = 0, kill_grace: float = 5.0, ansible_cfg: Path | None = None,
+                 host_vars: dict | None = None):
         self.run = run
+        self.host_vars = host_vars or {}  # more variables of each target host
         self.engine = engine
         self.writer = writer
         self.playbooks_dir = Path(playbooks_dir)
@@ -334,6 +337,7 @@ class Execution:
                 continue
             hv = inv.hosts[name]
             hv.update(resolved[t.vid])
+            hv.update(self.host_vars)
             self.result.tasks[t.nid].facts = {k: v for k, v in hv.items() if "password" not in k}
             hv["aegir_task_args"] = args[t.vid]
             hv["aegir_task_nid"] = t.nid
@@ -542,3 +546,15 @@ class Execution:
             self._line(t, "info", f"Summary for {host}: ok={1 - bad} changed={1 if changes else 0} "
                                   f"failures={bad} dark={1 if dark else 0} skipped=0 ignored=0 "
                                   "rescued=0")
+
+
+def clone_rollback(ex: Execution, task: TaskRow, reported: dict) -> Execution:
+    """A run of playbooks/clone-rollback.yml removing a clone that was made on the server
+    but could not be recorded (outcome.py); its lines go to the clone task's log."""
+    import uuid
+
+    run = Run(run_id=str(uuid.uuid4()), server=ex.run.server, task_type="clone-rollback",
+              tasks=[task])
+    return Execution(run, ex.engine, ex.writer, ex.playbooks_dir, timeout=ex.timeout,
+                     kill_grace=ex.kill_grace, ansible_cfg=ex.ansible_cfg,
+                     host_vars={"aegir_site_clone_rollback": reported})

@@ -221,11 +221,14 @@ def _site_migrated(ctx):
 def _site_cloned(ctx):
     """As hosting_clone's post hook: a new site node with its revision, hosting_site,
     hosting_context and alias rows (Frontend.add_site), enabled and verified, with the
-    database name and cron key the run used; the backup made first is recorded."""
+    database name and cron key the run used; the backup made first is recorded. A clone
+    that cannot be recorded (its uri taken meanwhile, rows the database refuses) fails the
+    task and is marked for removal (`TaskResult.rollback`, run by the worker)."""
     from aegir_ansible.db.backend import SiteSettings
     from aegir_ansible.frontend import Frontend
 
     r = ctx.result.result
+    ctx.result.rollback = None  # this hook may run again (the outcome written again)
     _record_backup(ctx, r, "Pre-clone backup")
     if not r.get("uri"):
         return
@@ -246,25 +249,38 @@ def _site_cloned(ctx):
     db_server = str(r.get("db_server") or "") or src.db_server
     from aegir_ansible.validation import InputError
 
-    with Session(bind=ctx.conn) as session:
-        fe = Frontend(session, uid=0)
-        kw = {"cron_interval": interval} if interval is not None else {}
-        try:
+    savepoint = ctx.conn.begin_nested()
+    try:
+        with Session(bind=ctx.conn) as session:
+            fe = Frontend(session, uid=0)
+            kw = {"cron_interval": interval} if interval is not None else {}
             nid = fe.add_site(
                 str(r["uri"]), platform, db_server=db_server, profile=profile or "standard",
                 language=src.language or "en", aliases=[str(a) for a in r.get("aliases") or []],
                 redirection=str(r.get("redirection") or "") or None, client=client,
                 queue_install=False, status=m.SITE_ENABLED, **kw)
-        except InputError as exc:
-            jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "warning", "The clone was made on the server, "
-                                                 f"but its site could not be recorded: {exc}", ctx.now)])
-            return
-        session.flush()
-        vid = session.get(m.Node, nid).vid
-        session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
-            verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
-            **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
-        session.flush()
+            session.flush()
+            vid = session.get(m.Node, nid).vid
+            session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
+                verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
+                **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
+            session.flush()
+    except (InputError, SQLAlchemyError) as exc:
+        savepoint.rollback()
+        if isinstance(exc, SQLAlchemyError) and (jobs.is_disconnect(exc) or jobs.is_retryable(exc)):
+            raise  # transient: the whole outcome is written again
+        # Made on the server, unknown to the frontend: the worker removes it (clone-rollback)
+        # and the task fails.
+        why = str(exc).splitlines()[0][:300]
+        ctx.conn.execute(update(m.HostingTask).where(m.HostingTask.vid == ctx.task.vid)
+                         .values(task_status=m.TASK_ERROR))
+        jobs.add_log(ctx.conn, [jobs.log_row(
+            ctx.task, "error", f"The clone {r['uri']} was made on the server, but its site could "
+                               f"not be recorded: {why}. It is rolled back.", ctx.now)])
+        ctx.result.status = m.TASK_ERROR
+        ctx.result.rollback = dict(r)
+    else:
+        savepoint.commit()
 
 
 @on("site", "login-reset")

@@ -28,7 +28,7 @@ from aegir_ansible.logs import task_context
 
 from . import metrics, outcome, rundirs
 from .events import LogWriter
-from .execution import Execution
+from .execution import Execution, clone_rollback
 from .jobs import JobManager, QueueError, Run, Settings, check_database
 
 log = logging.getLogger("aegir.queue")
@@ -122,6 +122,10 @@ class Worker:
             self.writer.flush()
             self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings),
                          f"run {ex.run.run_id[:8]}")
+            for tr in res.tasks.values():
+                if tr.rollback:  # a clone made on the server that could not be recorded
+                    clone_rollback(ex, tr.task, tr.rollback).execute()
+                    self.writer.flush()
             log.info("run %s: finished (%s) in %.1fs", ex.run.run_id[:8],
                      res.stop_reason or res.status, res.ended - res.started)
             self.stats["runs"] += 1
