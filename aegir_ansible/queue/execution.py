@@ -50,8 +50,7 @@ from sqlalchemy.orm import Session
 from aegir_ansible.db import models as m
 from aegir_ansible.inventory import build_inventory, script_output, unsafe
 
-from . import task_args
-from . import rundirs
+from . import rundirs, task_args
 from .events import LogWriter, classify, clean, event_host
 from .jobs import Run, TaskRow
 

@@ -78,7 +78,18 @@ def sweep() -> list[Path]:
     except (OSError, RuntimeError) as exc:
         log.warning("run directories not swept: %s", exc)
         return []
-    removed = []
+    removed: list[Path] = []
+    try:
+        _sweep(base, removed)
+    except OSError as exc:  # a sweep never stops a runner from starting
+        log.warning("sweeping run directories in %s failed: %s", base, exc)
+    if removed:
+        log.info("removed %d run director%s left by runners that were killed: %s", len(removed),
+                 "y" if len(removed) == 1 else "ies", ", ".join(p.name for p in removed))
+    return removed
+
+
+def _sweep(base: Path, removed: list[Path]) -> None:
     with _base_lock(base, fcntl.LOCK_EX):
         for entry in os.scandir(base):
             if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
@@ -96,7 +107,3 @@ def sweep() -> list[Path]:
                 removed.append(Path(entry.path))
             finally:
                 os.close(fd)
-    if removed:
-        log.info("removed %d run director%s left by runners that were killed: %s", len(removed),
-                 "y" if len(removed) == 1 else "ies", ", ".join(p.name for p in removed))
-    return removed
