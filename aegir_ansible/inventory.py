@@ -81,7 +81,7 @@ class InventoryData:
 
     def to_dict(self) -> dict:
         return {"hosts": self.hosts, "groups": {k: dict(v) for k, v in self.groups.items()},
-                "inherits": self.inherits}
+                "inherits": self.inherits, "rejected": self.rejected}
 
 
 def _current(model):

@@ -34,6 +34,8 @@ def script_main(argv: list[str]) -> int:
         print(f"aegir_inventory.py: cannot read the Aegir database {safe_url(resolve_url())}: "
               f"{cause}{hint}", file=sys.stderr)
         return 1
+    for why in inv.rejected.values():  # ansible shows an inventory script's stderr
+        print(f"aegir_inventory.py: warning: {why}", file=sys.stderr)
     data = script_output(inv) if argv[0] == "--list" else unsafe(inv.hosts.get(argv[1], {}))
     try:
         json.dump(data, sys.stdout, separators=(",", ":"))

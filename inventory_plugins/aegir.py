@@ -103,6 +103,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, data: dict) -> None:
         strict = self.get_option("strict")
+        for why in data.get("rejected", {}).values():
+            self.display.warning(f"aegir inventory: {why}")
         for gname in data["groups"]:
             self.inventory.add_group(gname)
         for host, hostvars in data["hosts"].items():

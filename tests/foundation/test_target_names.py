@@ -4,6 +4,12 @@ it (with the reason) and keeps the rest."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import update
 
@@ -71,3 +77,10 @@ def test_the_inventory_leaves_out_bad_names_and_addresses(db_url):
     assert "'L,aegir_sites' is not valid" in inv.rejected["L,aegir_sites"]
     for group in inv.groups.values():
         assert not {"server_bad", "platform_b", "b.test", "L,aegir_sites"} & set(group["hosts"])
+    # The inventory script says what it left out (ansible shows its stderr), the hosts stay out.
+    script = Path(__file__).resolve().parents[2] / "playbooks" / "aegir_inventory.py"
+    proc = subprocess.run([sys.executable, str(script), "--list"], capture_output=True, text=True,
+                          env={**os.environ, "AEGIR_DB_URL": db_url}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: server server_bad is left out of the inventory" in proc.stderr
+    assert "server_bad" not in json.loads(proc.stdout)["_meta"]["hostvars"]
