@@ -55,7 +55,7 @@ def _both_serving(fe):
 
 
 @pytest.mark.parametrize("name", ["L,aegir_sites", "aegir_sites", "all", "x:aegir_sites",
-                                  f"{A}[0]", "~.*", "!nothing"])
+                                  "ia.lc.test[0]", "~.*", "!nothing"])
 def test_a_name_that_is_a_host_pattern_hits_no_other_site(fe, name):
     """Disable and delete of a site whose context name is a pattern (`L,aegir_sites` would
     match every site as a --limit) fail, and no other site is touched."""
