@@ -296,10 +296,10 @@ def target_query(status: int | None = None, servers: list[int] | None = None, ni
     return q
 
 
-def running_query():
-    """The tasks runners hold now. Read from the queue rows (indexed by runner), not by
-    scanning hosting_task for status -1: claims read this every time."""
-    return target_query(m.TASK_PROCESSING).where(QueueTask.runner_id.is_not(None))
+def running_query(servers: list[int] | None = None):
+    """The tasks runners hold now (on these servers). Read from the queue rows (indexed by
+    runner), not by scanning hosting_task for status -1: claims read this every time."""
+    return target_query(m.TASK_PROCESSING, servers=servers).where(QueueTask.runner_id.is_not(None))
 
 
 _HEADS = None
@@ -491,19 +491,35 @@ class _Claim:
         """Lock these servers' queues, skipping those another runner is claiming on: claims
         on one server are serialised, claims on different servers run in parallel. Returns
         the servers that may take a run now."""
-        got = []
+        got, locked = [], []
         for nid, paused, conc in self.conn.execute(
             select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency)
             .where(QueueServer.server_nid.in_(group))
             .order_by(QueueServer.server_nid)
             .with_for_update(skip_locked=True)
-        ):
+        ).all():
+            locked.append((nid, paused, conc))
+        self._recount([nid for nid, _paused, _conc in locked])
+        for nid, paused, conc in locked:
             cap = conc if conc is not None else self.settings.server_concurrency
             self.free_by_server[nid] = cap - len(self.run_keys_by_server[nid])
             if not paused and self.free_by_server[nid] > 0:
                 got.append(nid)
         self.open_to.extend(got)
         return got
+
+    def _recount(self, servers: list[int]) -> None:
+        """The runs on these servers, read again now that their queue rows are locked. The
+        read at the start of the transaction may predate a claim another runner committed
+        on them since (READ COMMITTED): counting from it let two runners each start a run
+        on a server whose limit is one."""
+        if not servers:
+            return
+        for nid in servers:
+            self.run_keys_by_server[nid] = set()
+        for r in _rows(self.conn.execute(running_query(servers))):
+            self.run_keys_by_server[r.server].add(r.run_id or f"task:{r.nid}")
+            self._busy(r)
 
     def blocked(self, r: TaskRow) -> bool:
         """Its target, site or platform is busy (one task per target at a time; site tasks
