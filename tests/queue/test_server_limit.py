@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from aegir_ansible.db import models as m
@@ -17,6 +18,7 @@ from .conftest import World, configure, spawn_runner, wait_for
 from .test_mariadb import mysql_url  # noqa: F401 — the fixture
 
 STAMPS = Path(__file__).parent / "playbooks_stamps"
+PER_SERVER = 6
 
 
 def test_a_claim_committed_meanwhile_counts_against_the_limit(mysql_url):  # noqa: F811
@@ -65,8 +67,9 @@ def _violations(stamps: Path, server_of: dict[int, int]) -> list[tuple]:
     return bad
 
 
+@pytest.mark.e2e
 def test_four_runners_never_overlap_on_one_server(mysql_url, tmp_path):  # noqa: F811
-    """4 runner processes, 6 servers with server_concurrency 1, 72 tasks: the runs' own
+    """4 runner processes, 6 servers with server_concurrency 1, 36 tasks: the runs' own
     start and end stamps never overlap on one server."""
     w = World(mysql_url)
     configure(mysql_url, batch_size=1, runner_lost_after=60)
@@ -75,14 +78,14 @@ def test_four_runners_never_overlap_on_one_server(mysql_url, tmp_path):  # noqa:
         w.server(f"web{i}.local")
         w.platform(f"P{i}", f"server_web{i}local")
     tasks = []
-    for j in range(12):
+    for j in range(PER_SERVER):
         for i in range(servers):
             w.site(f"s{j}.w{i}.test", f"platform_P{i}")
             tasks.append(w.task("verify", f"s{j}.w{i}.test"))
     server_of = {}
     for i in range(servers):
         web = w.write(lambda fe, i=i: fe.find(f"server_web{i}local").nid)
-        for j in range(12):
+        for j in range(PER_SERVER):
             server_of[tasks[j * servers + i]] = web
     stamps = tmp_path / "stamps.txt"
     procs = [spawn_runner(mysql_url, "--concurrency", "2", env={"AEGIR_TEST_STAMPS": str(stamps)},
@@ -94,7 +97,7 @@ def test_four_runners_never_overlap_on_one_server(mysql_url, tmp_path):  # noqa:
                 return s.execute(select(func.count()).select_from(m.HostingTask)
                                  .join(m.Node, m.Node.vid == m.HostingTask.vid)
                                  .where(m.HostingTask.task_status > 0)).scalar() == len(tasks)
-        wait_for(done, 240, "the tasks to finish")
+        wait_for(done, 400, "the tasks to finish")
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
