@@ -92,6 +92,7 @@ def register(main, task_group, db_option) -> None:
                 "server": q["server"], "paused": "yes" if q["paused"] else "",
                 "concurrency": q["concurrency"], "queued": q["queued"],
                 "later": q["waiting"],
+                "backoff": f"{q['backoff']:.0f}s" if q["backoff"] else "",
                 "running": " ".join(f"{r['nid']}:{r['type']}@{r['target']}({r['seconds']}s)"
                                     for r in q["running"]),
                 "last_failures": " ".join(f"{f['nid']}:{f['type']}@{f['target']}"

@@ -355,12 +355,8 @@ class Worker:
                     if slots > 0:
                         t0 = time.time()
                         self._queue_mark = self.jm.queue_mark()
-                        try:
-                            claimed = self.jm.claim(self.runner_id, slots, settings,
-                                                    self.server_nids)
-                        except SQLAlchemyError:
-                            metrics.count("claim_errors")
-                            raise
+                        claimed = self.jm.claim(self.runner_id, slots, settings,
+                                                self.server_nids)
                         self.stats["claims"] += 1
                         self.stats["claim_seconds"] += time.time() - t0
                     for run in claimed:
@@ -381,6 +377,8 @@ class Worker:
                 if db_ok_since is not None:
                     log.warning("database unreachable: %s", str(exc).splitlines()[0])
                 metrics.health.db_failed()
+                if self.stop_requested_at is None:
+                    metrics.count("claim_errors")  # this round's claim could not be made
                 db_ok_since = None
                 claimed = None
                 time.sleep(backoff)
