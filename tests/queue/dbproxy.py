@@ -1,5 +1,6 @@
 """A TCP proxy in front of MariaDB for the fault tests: it can refuse connections, drop them,
-hang (stop forwarding, connections stay open), delay replies, cut the link when a query
+hang (stop forwarding, connections stay open), delay replies (all, or those of statements
+matching a pattern), cut the link when a query
 matching a pattern is sent (an outage starting at that query), and lose the acknowledgement
 of a commit (the server commits, the client never hears it).
 
@@ -35,6 +36,7 @@ class _Link:
         self.server = socket.create_connection((proxy.target_host, proxy.target_port))
         self.statements: list[bytes] = []
         self.drop_reply = False
+        self.delay_reply = 0.0
         self.closed = False
         self._buf = b""
 
@@ -91,6 +93,9 @@ class _Link:
                 threading.Thread(target=p.outage, args=(cut[1],), daemon=True).start()
                 self.close()
                 return True
+        for pattern, seconds in p._slow:
+            if pattern.search(sql):
+                self.delay_reply = seconds
         head = sql.lstrip()[:10].upper()
         if head.startswith(b"COMMIT"):
             with p._lock:
@@ -116,6 +121,9 @@ class _Link:
                 if self.drop_reply:
                     break  # committed on the server; the client never hears it
                 self._hold()
+                if self.delay_reply:
+                    time.sleep(self.delay_reply)
+                    self.delay_reply = 0.0
                 if self.proxy.latency:
                     time.sleep(self.proxy.latency)
                 self.client.sendall(data)
@@ -139,6 +147,7 @@ class DBProxy:
         self._links: set[_Link] = set()
         self._rules: list[_Rule] = []
         self._cut_at: tuple[re.Pattern, float] | None = None
+        self._slow: list[tuple[re.Pattern, float]] = []
         self._lock = threading.Lock()
         self._stop = False
         threading.Thread(target=self._accept, daemon=True, name="dbproxy").start()
@@ -180,6 +189,11 @@ class DBProxy:
         """An outage of `seconds` starting when a statement matching `pattern` is sent."""
         with self._lock:
             self._cut_at = (re.compile(pattern.encode(), re.S), seconds)
+
+    def slow(self, pattern: str, seconds: float) -> None:
+        """Delay the reply to every statement matching `pattern` by `seconds`."""
+        with self._lock:
+            self._slow.append((re.compile(pattern.encode(), re.S), seconds))
 
     def lose_commit_ack(self, pattern: str, times: int = 1) -> threading.Event:
         """Lose the reply to the next `times` COMMITs of transactions with a statement
