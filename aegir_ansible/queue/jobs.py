@@ -15,7 +15,9 @@ then one short transaction (READ COMMITTED on MariaDB/MySQL, BEGIN IMMEDIATE on 
 2. lock the queue rows of the page's servers `FOR UPDATE SKIP LOCKED`, a few at a time (as
    many as the free slots need): a server another runner is claiming on right now is
    skipped, so claims on one server are serialised and claims on different servers run
-   in parallel;
+   in parallel. Once locked, a server's running tasks are read again (step 1 may predate
+   a claim another runner committed on it since); a server in back-off (unreachable
+   lately) takes no run;
 3. read the candidates of the locked servers (by nid, still queued) and choose what may
    start: per-server concurrency, one task per site/target at a time, no site task while a
    platform-wide task of its platform runs (and the reverse); a batch still open reads on;

@@ -160,13 +160,15 @@ class Worker:
                 log.warning("run %s: not started, its tasks are back in the queue: %s",
                             ex.run.run_id[:8], res.requeue)
                 return
+            refused: set[int] = set()  # tasks failed because their outcome was refused
             self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings), what,
-                         on_permanent=lambda exc: self._record_each(res, settings, exc))
-            outcome_of = {}
+                         on_permanent=lambda exc: refused.update(
+                             self._record_each(res, settings, exc)))
             for nid, tr in res.tasks.items():
-                outcome_of[nid] = status = outcome.final_status(res, tr, settings)[0]
+                status = m.TASK_ERROR if nid in refused else \
+                    outcome.final_status(res, tr, settings)[0]
                 metrics.finished(tr.task.task_type, status, res.ended - res.started)
-            self.failed += sum(1 for st in outcome_of.values() if st == m.TASK_ERROR)
+                self.failed += status == m.TASK_ERROR
             self._server_reached(ex, settings)
             log.info("run %s: finished (%s) in %.1fs", ex.run.run_id[:8],
                      res.stop_reason or res.status, res.ended - res.started)
@@ -221,12 +223,12 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _record_each(self, res, settings: Settings, exc: BaseException) -> None:
+    def _record_each(self, res, settings: Settings, exc: BaseException) -> set[int]:
         """An outcome the database refused: each task still held is recorded on its own;
         one the database refuses too is failed with the database's message (the playbook
-        ran: what it changed on the server is not in the database)."""
+        ran: what it changed on the server is not in the database). Returns those nids."""
         first = str(getattr(exc, "orig", exc)).splitlines()[0]
-        held = set()
+        held, failed = set(), set()
         self._record(lambda: held.update(self.jm.held_for_run(self.runner_id,
                                                               [tr.task for tr in res.tasks.values()])),
                      f"run {res.run.run_id[:8]}")
@@ -246,11 +248,12 @@ class Worker:
                                f"({m.TASK_STATUS_NAMES.get(status, status)}): what it changed "
                                "on the server is not recorded; fix the database (grants, schema) "
                                "and run the task again.")]
-            done: list[bool] = []
-            self._record(lambda tr=tr: done.append(self.jm.fail_unrecordable(
-                self.runner_id, tr.task, max(0, int(res.ended - res.started)), lines)),
+            self._record(lambda tr=tr: self.jm.fail_unrecordable(
+                self.runner_id, tr.task, max(0, int(res.ended - res.started)), lines),
                 f"task {nid}", on_permanent=lambda _exc: self._abandoned.add(res.run.run_id))
             metrics.count("outcome_refused")
+            failed.add(nid)
+        return failed
 
     # -- main loop ---------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
 
 import pytest
 from click.testing import CliRunner
