@@ -114,13 +114,13 @@ def _world(url: str, tasks: int, bad: bool, silent_port: int) -> tuple[list[int]
     for host, kw, _sleep, _into in servers:
         if host != "web0.local":
             write(lambda fe, host=host, kw=kw: fe.add_server(host, http="nginx", queue_verify=False, **kw))
-        write(lambda fe, host=host: fe.add_platform(f"P-{host}", f"/tmp/aegir-bench-{host}",
+        write(lambda fe, host=host: fe.add_platform(f"P{host.split('.')[0]}", f"/tmp/aegir-bench-{host}",
                                                     f"server_{host.replace('.', '')}",
                                                     queue_verify=False))
     for j in range(tasks):
         for host, _kw, sleep, into in servers:
             uri = f"s{j}.{host.split('.')[0]}.test"
-            write(lambda fe, uri=uri, host=host: fe.add_site(uri, f"platform_P-{host}",
+            write(lambda fe, uri=uri, host=host: fe.add_site(uri, f"platform_P{host.split('.')[0]}",
                                                              queue_install=False))
             into.append(write(lambda fe, uri=uri, sleep=sleep: fe.add_task(
                 "verify", uri, {"sleep": sleep})))

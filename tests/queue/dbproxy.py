@@ -26,6 +26,7 @@ class _Rule:
     pattern: re.Pattern
     times: int = 1
     fired: int = 0
+    at: float = 0.0  # when it last fired
     event: threading.Event = field(default_factory=threading.Event)
 
 
@@ -102,6 +103,7 @@ class _Link:
                 for rule in p._rules:
                     if rule.fired < rule.times and any(rule.pattern.search(s) for s in self.statements):
                         rule.fired += 1
+                        rule.at = time.time()
                         rule.event.set()
                         self.drop_reply = True
                         break
@@ -148,6 +150,7 @@ class DBProxy:
         self._rules: list[_Rule] = []
         self._cut_at: tuple[re.Pattern, float] | None = None
         self._slow: list[tuple[re.Pattern, float]] = []
+        self.outages: list[tuple[float, float]] = []  # (start, end) of each outage
         self._lock = threading.Lock()
         self._stop = False
         threading.Thread(target=self._accept, daemon=True, name="dbproxy").start()
@@ -182,8 +185,10 @@ class DBProxy:
         """The database is gone for `seconds`: connections dropped, new ones refused."""
         self.refusing = True
         self.drop_all()
+        started = time.time()
         time.sleep(seconds)
         self.refusing = False
+        self.outages.append((started, time.time()))
 
     def cut_at(self, pattern: str, seconds: float) -> None:
         """An outage of `seconds` starting when a statement matching `pattern` is sent."""
@@ -201,6 +206,7 @@ class DBProxy:
         rule = _Rule(re.compile(pattern.encode(), re.S), times)
         with self._lock:
             self._rules.append(rule)
+        rule.event.at = lambda: rule.at
         return rule.event
 
     def close(self) -> None:

@@ -53,13 +53,14 @@ def test_lost_claim_acknowledgement_puts_the_tasks_back(two_sites, proxy):
     w = two_sites
     t1, t2 = w.task("install", "a.test"), w.task("install", "b.test")
     lost = proxy.lose_commit_ack(r"UPDATE hosting_task SET task_status=-1")
-    t0 = time.time()
     with ThreadWorker(proxy.url(w.url)):
         wait_for(lost.is_set, 30, "the claim's lost acknowledgement")
+        wait_for(lambda: starts(w, t1) and starts(w, t2), 60, "both tasks to start")
+        recovered = time.time() - lost.at()
         w.wait_status(t1, (m.TASK_SUCCESS,), 60)
         w.wait_status(t2, (m.TASK_SUCCESS,), 60)
-    print(f"lost claim ack: 2 tasks, 0 lost, 0 duplicated, both done {time.time() - t0:.1f}s "
-          "after the start")
+    print(f"\nFIGURE lost claim ack: tasks 2, lost 0, duplicated {starts(w, t1) + starts(w, t2) - 2}, "
+          f"recovered (ack lost -> both started) {recovered:.1f}s")
     assert starts(w, t1) == starts(w, t2) == 1
     with w.Session() as s:
         assert [q.attempts for q in s.scalars(select(QueueTask).order_by(QueueTask.nid))] == [1, 1]
@@ -77,6 +78,8 @@ def test_lost_log_acknowledgement_writes_no_line_twice(two_sites, proxy):
         clean = w.task("install", "b.test")
         w.wait_status(clean, (m.TASK_SUCCESS,), 60)
     assert starts(w, t) == 1
+    print(f"\nFIGURE lost log ack: tasks 1, log rows {len(w.log(t))}, lost 0, duplicated "
+          f"{len(w.log(t)) - len(w.log(clean))}")
     faulty = [(typ, msg.replace("a.test", "X")) for typ, msg in w.log(t)]
     expected = [(typ, msg.replace("b.test", "X")) for typ, msg in w.log(clean)]
     assert [re.sub(r"\d+ seconds", "N seconds", msg) for _t, msg in faulty] == \
@@ -89,11 +92,12 @@ def test_database_lost_while_the_run_is_prepared(two_sites, proxy):
     w = two_sites
     t = w.task("install", "a.test")
     proxy.cut_at(r"FROM hosting_service", 3)
-    t0 = time.time()
     with ThreadWorker(proxy.url(w.url)):
+        wait_for(lambda: starts(w, t), 90, "the task to start")
+        recovered = time.time() - proxy.outages[0][1]
         w.wait_status(t, (m.TASK_SUCCESS, m.TASK_ERROR), 90)
-    print(f"outage at prepare: 1 task, 0 lost, 0 duplicated, done {time.time() - t0:.1f}s after "
-          "the start (3 s outage)")
+    print(f"\nFIGURE outage at prepare (3 s): tasks 1, lost 0, duplicated {starts(w, t) - 1}, "
+          f"recovered (database back -> run started) {recovered:.1f}s")
     log = w.log_text(t)
     assert w.status(t) == m.TASK_SUCCESS, log
     assert "Could not prepare" not in log
@@ -109,13 +113,20 @@ def test_a_hanging_database_is_reported(two_sites, proxy, caplog):
     with ThreadWorker(proxy.url(w.url)):
         time.sleep(1)
         proxy.hanging = True
+        hung = time.time()
         try:
             wait_for(lambda: any("database unreachable" in r.getMessage() for r in caplog.records),
                      90, "a warning about the hanging database")
+            reported = time.time() - hung
         finally:
             proxy.hanging = False
+        back = time.time()
         t = w.task("install", "a.test")
+        wait_for(lambda: starts(w, t), 60, "the task to start")
+        recovered = time.time() - back
         w.wait_status(t, (m.TASK_SUCCESS,), 60)
+    print(f"\nFIGURE database hang: reported after {reported:.1f}s; a task queued once it answers "
+          f"again started after {recovered:.1f}s; tasks 1, lost 0, duplicated {starts(w, t) - 1}")
 
 
 def test_a_dropped_connection_logs_one_warning_not_a_traceback(mysql_url, proxy, caplog):  # noqa: F811
@@ -150,7 +161,12 @@ def test_runner_started_while_the_database_is_down_waits_for_it(two_sites, proxy
         wait_for(lambda: "trying again" in log_path.read_text(), 30, "a retry at start-up")
         assert proc.poll() is None, log_path.read_text()
         proxy.refusing = False
+        back = time.time()
+        wait_for(lambda: starts(w, t), 90, "the task to start")
+        recovered = time.time() - back
         assert proc.wait(90) == 0, log_path.read_text()
+        print(f"\nFIGURE database down at start-up: tasks 1, lost 0, duplicated {starts(w, t) - 1}, "
+              f"recovered (database back -> run started) {recovered:.1f}s")
     finally:
         if proc.poll() is None:
             proc.kill()
