@@ -57,11 +57,12 @@ def _setup_sqlite(engine: Engine) -> None:
 
 
 # Client-side timeouts of a MariaDB/MySQL connection (seconds), unless the URL sets them
-# (`?read_timeout=5`): a database that hangs is an error after this long, not a runner
-# that waits forever without a word. The read timeout is above the server's lock wait of
-# the session (MYSQL_LOCK_WAIT), the longest a healthy statement of ours waits.
-MYSQL_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 30, "write_timeout": 30}
-MYSQL_LOCK_WAIT = 20
+# (`?read_timeout=5`): a database that hangs is an error after this long (the server's
+# greeting is read with the read timeout too), not a runner that waits forever without a
+# word. The read timeout is above the session's lock wait (MYSQL_LOCK_WAIT), the longest a
+# healthy statement of ours waits: claims skip locked rows, other locks are held briefly.
+MYSQL_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 15, "write_timeout": 15}
+MYSQL_LOCK_WAIT = 10
 
 
 class _QuietPoolErrors(logging.Filter):

@@ -98,6 +98,7 @@ class Worker:
         self.failed = 0  # tasks this runner ran whose outcome is an error
         # Runs whose outcome the database refused even as a failure: not reconciled.
         self._abandoned: set[str] = set()
+        self._db_ok_since: float | None = None  # connected since (None: in an outage)
 
     # -- control -----------------------------------------------------------------------
 
@@ -316,7 +317,7 @@ class Worker:
 
     def _loop(self) -> None:
         last_hb = 0.0
-        db_ok_since: float | None = time.time()
+        self._db_ok_since = time.time()
         backoff = 0.5
         settings = None
         while True:
@@ -327,8 +328,8 @@ class Worker:
                 settings = self._effective(self.jm.settings(max_age=self.SETTINGS_MAX_AGE))
                 self.settings = settings
                 metrics.health.configure(settings)
-                if db_ok_since is None:
-                    db_ok_since = now
+                if self._db_ok_since is None:
+                    self._db_ok_since = now
                     log.info("database reachable again")
                     self._reconcile()
                 if now - last_hb >= settings.heartbeat_interval:
@@ -340,7 +341,7 @@ class Worker:
                     self._reconcile()
                     # Reap others only after being connected a full period ourselves, so a
                     # database outage is not mistaken for dead runners.
-                    if now - db_ok_since >= settings.runner_lost_after:
+                    if now - self._db_ok_since >= settings.runner_lost_after:
                         reaped = outcome.reap(self.jm, settings, exclude=self.runner_id)
                         if reaped:
                             log.warning("failed %d task(s) of lost runners: %s", len(reaped), reaped)
@@ -377,12 +378,9 @@ class Worker:
             except QueueError:
                 raise
             except SQLAlchemyError as exc:
-                if db_ok_since is not None:
-                    log.warning("database unreachable: %s", str(exc).splitlines()[0])
-                metrics.health.db_failed()
+                self._db_failed(exc)
                 if self.stop_requested_at is None:
                     metrics.count("claim_errors")  # this round's claim could not be made
-                db_ok_since = None
                 claimed = None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -406,6 +404,13 @@ class Worker:
                 interval = 0  # more may be ready at once
             self._wait(interval)
             self.wake.clear()
+
+    def _db_failed(self, exc: BaseException) -> None:
+        """The database did not answer: say so once per outage."""
+        if self._db_ok_since is not None:
+            log.warning("database unreachable: %s", str(exc).splitlines()[0])
+        self._db_ok_since = None
+        metrics.health.db_failed()
 
     def _revive(self) -> None:
         """Another runner declared this one lost (no heartbeat in `runner_lost_after`: a
@@ -445,8 +450,9 @@ class Worker:
                     continue
             try:
                 mark = self.jm.queue_mark()
-            except SQLAlchemyError:
-                return  # the main loop notices the outage
+            except SQLAlchemyError as exc:
+                self._db_failed(exc)
+                return  # the main loop retries with back-off
             if mark != self._queue_mark:
                 self._queue_mark = mark
                 return

@@ -116,7 +116,7 @@ def test_a_hanging_database_is_reported(two_sites, proxy, caplog):
         hung = time.time()
         try:
             wait_for(lambda: any("database unreachable" in r.getMessage() for r in caplog.records),
-                     90, "a warning about the hanging database")
+                     120, "a warning about the hanging database")
             reported = time.time() - hung
         finally:
             proxy.hanging = False
