@@ -14,7 +14,8 @@ from aegir_ansible.validation import InputError
 
 from . import jobs
 from .jobs import JobManager, load_settings
-from .tables import SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, parse_setting
+from .tables import (SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, ServerHealth,
+                     parse_setting)
 
 
 def get_settings(engine: Engine) -> list[dict]:
@@ -90,6 +91,9 @@ def status(engine: Engine, failures: int = 3) -> dict:
         queues = {nid: (paused, conc) for nid, paused, conc in conn.execute(
             select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency))}
         names = dict(conn.execute(select(m.HostingContext.nid, m.HostingContext.name)).all())
+        backoff = {nid: (until, error) for nid, until, error in conn.execute(
+            select(ServerHealth.server_nid, ServerHealth.backoff_until, ServerHealth.last_error)
+            .where(ServerHealth.backoff_until > now))}
         errors = jobs._rows(conn.execute(
             jobs.target_query(m.TASK_ERROR).order_by(None).order_by(m.HostingTask.nid.desc())
             .limit(200)))
@@ -119,6 +123,9 @@ def status(engine: Engine, failures: int = 3) -> dict:
             "paused": bool(paused), "concurrency": conc if conc is not None else settings.server_concurrency,
             "queued": depth.get(s, 0), "waiting": later.get(s, 0),
             "running": run_by.get(s, []), "last_failures": fail_by.get(s, []),
+            # Seconds before an unreachable server's queue is claimed again (0: it is).
+            "backoff": round(backoff[s][0] - now, 1) if s in backoff else 0,
+            "unreachable": backoff[s][1] if s in backoff else None,
         })
     for r in runners:
         r["heartbeat_age"] = round(now - r.pop("heartbeat"), 1)

@@ -20,7 +20,8 @@ def register(main, task_group, db_option) -> None:
         """The task queue runner (dispatcher)."""
 
     @queue.command("run")
-    @click.option("--once", is_flag=True, help="Drain what is queued now, then exit.")
+    @click.option("--once", is_flag=True,
+                  help="Run until no task is ready, then exit (status 1 if a task it ran failed).")
     @click.option("--server", "servers", multiple=True, metavar="NAME",
                   help="Serve only this server's queue (repeat for several).")
     @click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True,
@@ -42,26 +43,34 @@ def register(main, task_group, db_option) -> None:
     def queue_run(once, servers, concurrency, batch_size, playbooks_dir, grace, metrics_port,
                   metrics_address, verbose):
         """Run queued tasks as playbooks (a long-running daemon unless --once)."""
-        from .jobs import QueueError
-        from .worker import Worker
+        from sqlalchemy.exc import SQLAlchemyError
 
         from aegir_ansible import logs
 
         from . import metrics
+        from .jobs import QueueError
+        from .worker import Worker, until_reachable
 
         logs.setup(verbose)
         c = obj()
-        c.require_schema()
+        try:
+            until_reachable(c.require_schema)  # a runner started before its database waits
+        except SQLAlchemyError as exc:  # one it cannot wait out (e.g. access denied)
+            fail(f"database: {str(exc).splitlines()[0]}")
         if metrics_port is not None:
             try:
                 metrics.serve(c.engine, metrics_port, metrics_address)
             except OSError as exc:
                 fail(f"cannot serve metrics on {metrics_address}:{metrics_port}: {exc.strerror}")
         try:
-            Worker(c.engine, servers=list(servers), concurrency=concurrency, once=once,
-                   playbooks_dir=playbooks_dir, batch_size=batch_size, grace=grace).run()
+            rc = Worker(c.engine, servers=list(servers), concurrency=concurrency, once=once,
+                        playbooks_dir=playbooks_dir, batch_size=batch_size, grace=grace).run()
         except QueueError as exc:
             fail(str(exc))
+        except SQLAlchemyError as exc:  # one the runner cannot wait out (e.g. access denied)
+            fail(f"database: {str(exc).splitlines()[0]}")
+        if rc:
+            click.get_current_context().exit(rc)
 
     @queue.command("status")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -83,6 +92,7 @@ def register(main, task_group, db_option) -> None:
                 "server": q["server"], "paused": "yes" if q["paused"] else "",
                 "concurrency": q["concurrency"], "queued": q["queued"],
                 "later": q["waiting"],
+                "backoff": f"{q['backoff']:.0f}s" if q["backoff"] else "",
                 "running": " ".join(f"{r['nid']}:{r['type']}@{r['target']}({r['seconds']}s)"
                                     for r in q["running"]),
                 "last_failures": " ".join(f"{f['nid']}:{f['type']}@{f['target']}"

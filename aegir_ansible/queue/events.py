@@ -22,12 +22,16 @@ import queue
 import re
 import threading
 import time
+import uuid
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy.exc import IntegrityError
 
 from aegir_ansible.db import models as m
 
-from .jobs import is_disconnect, is_retryable
+from . import metrics
+from .jobs import is_disconnect, is_retryable, is_transient
+from .tables import LogBatch
 
 log = logging.getLogger("aegir.queue")
 
@@ -86,7 +90,15 @@ def classify(ev: dict) -> str | None:
 class LogWriter:
     """A thread that writes queued log rows in batches (every `interval` s or `max_rows`
     rows), one transaction per batch. Rows wait in memory while the database is down and
-    are written when it is back."""
+    are written when it is back.
+
+    Each batch has a token, inserted with its rows (`aegir_ansible_log_batch`): when the
+    commit's acknowledgement is lost, the retry of the same batch finds its token and
+    writes nothing, so no line is logged twice."""
+
+    # Tokens older than this are deleted (a batch is retried for as long as the database
+    # is down; far less than this).
+    TOKEN_TTL = 86400.0
 
     def __init__(self, engine: Engine, interval: float = 0.5, max_rows: int = 500):
         self.engine = engine
@@ -94,6 +106,8 @@ class LogWriter:
         self.max_rows = max_rows
         self.q: queue.Queue = queue.Queue()
         self._pending: list[dict] = []
+        self._batch: tuple[str, list[dict]] | None = None  # (token, rows) being written
+        self._pruned = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
@@ -115,21 +129,50 @@ class LogWriter:
                 break
 
     def _write(self) -> bool:
-        if not self._pending:
-            return True
-        batch = self._pending[: self.max_rows]
+        if self._batch is None:
+            if not self._pending:
+                return True
+            # The batch is fixed with its token: a retry writes exactly these rows.
+            self._batch = (uuid.uuid4().hex, self._pending[: self.max_rows])
+            del self._pending[: len(self._batch[1])]
+        token, batch = self._batch
         try:
             with self.engine.begin() as conn:
+                conn.execute(insert(LogBatch).values(token=token, written=time.time()))
                 conn.execute(insert(m.HostingTaskLog), batch)
+                self._prune(conn)
+        except IntegrityError as exc:
+            if "Duplicate" not in str(exc.orig) and "UNIQUE" not in str(exc.orig):
+                log.warning("writing %d log rows failed (will retry): %s", len(batch), exc)
+                return False
+            log.info("a batch of %d log rows was already written (its commit's "
+                     "acknowledgement was lost)", len(batch))
         except Exception as exc:  # noqa: BLE001 — keep the rows, try again later
+            if not is_transient(exc):
+                # It can never succeed (a missing grant, a schema or data error): say so
+                # once and go on, or every later line and the outcome would wait for it.
+                log.error("writing %d log rows failed and cannot succeed, they are dropped: %s",
+                          len(batch), str(exc).splitlines()[0])
+                metrics.count("db_permanent_errors")
+                self._batch = None
+                with self._lock:
+                    self._written += len(batch)
+                    self._flushed.notify_all()
+                return True
             if not (is_disconnect(exc) or is_retryable(exc)):
                 log.warning("writing %d log rows failed (will retry): %s", len(batch), exc)
             return False
-        del self._pending[: len(batch)]
+        self._batch = None
         with self._lock:
             self._written += len(batch)
             self._flushed.notify_all()
         return True
+
+    def _prune(self, conn) -> None:
+        now = time.time()
+        if now - self._pruned > 3600:
+            conn.execute(delete(LogBatch).where(LogBatch.written < now - self.TOKEN_TTL))
+            self._pruned = now
 
     def _loop(self) -> None:
         backoff = self.interval
@@ -139,14 +182,14 @@ class LogWriter:
             except queue.Empty:
                 pass
             self._drain()
-            while self._pending:
+            while self._pending or self._batch:
                 if not self._write():
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     break
                 backoff = self.interval
                 self._drain()
-            if self._stop.is_set() and self.q.empty() and not self._pending:
+            if self._stop.is_set() and self.q.empty() and not self._pending and not self._batch:
                 return
 
     def flush(self, timeout: float | None = None) -> bool:

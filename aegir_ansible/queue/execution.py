@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
@@ -52,7 +53,7 @@ from aegir_ansible.inventory import build_inventory, script_output, unsafe
 
 from . import rundirs, task_args
 from .events import LogWriter, classify, clean, event_host
-from .jobs import Run, TaskRow
+from .jobs import Run, TaskRow, is_transient
 
 log = logging.getLogger("aegir.queue")
 
@@ -83,6 +84,9 @@ class RunResult:
     stop_reason: str | None = None  # cancel, timeout, shutdown, lost
     cancelled: set = field(default_factory=set)  # task nids whose cancel was requested
     tasks: dict = field(default_factory=dict)  # nid -> TaskResult
+    # Set when the run did not start for a reason outside its tasks (the database was lost
+    # while it was prepared): why; its tasks go back to the queue instead of failing.
+    requeue: str | None = None
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -187,7 +191,7 @@ class Execution:
 
     def __init__(self, run: Run, engine, writer: LogWriter, playbooks_dir: Path,
                  timeout: float = 0, kill_grace: float = 5.0, ansible_cfg: Path | None = None,
-                 host_vars: dict | None = None):
+                 connect_timeout: int = 10, host_vars: dict | None = None):
         self.run = run
         self.host_vars = host_vars or {}  # more variables of each target host
         self.engine = engine
@@ -196,6 +200,7 @@ class Execution:
         self.ansible_cfg = ansible_cfg
         self.timeout = timeout
         self.kill_grace = kill_grace
+        self.connect_timeout = connect_timeout
         self.stop_reason: str | None = None
         self.cancelled: set[int] = set()
         self._term_sent_at: float | None = None
@@ -401,7 +406,15 @@ class Execution:
         try:
             try:
                 prepared = self._prepare(tmp)
-            except Exception as exc:  # noqa: BLE001 — e.g. the database went away
+            except Exception as exc:  # noqa: BLE001 — e.g. the database went away, a bad row
+                if isinstance(exc, SQLAlchemyError) and is_transient(exc):
+                    # Nothing ran: the tasks are queued again rather than failed.
+                    log.warning("run %s: the database was lost while the run was prepared (%s)",
+                                self.run.run_id[:8], str(exc).splitlines()[0])
+                    self.result.requeue = ("the database was lost while the run was prepared "
+                                           f"({type(exc).__name__}); it runs again later.")
+                    self.result.status = "not started"
+                    return self.result
                 log.exception("preparing run %s failed", self.run.run_id)
                 for t in self.run.tasks:
                     self.result.tasks.setdefault(t.nid, TaskResult(t))
@@ -423,6 +436,12 @@ class Execution:
                 "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_FORCE_COLOR": "0",
                 "ANSIBLE_RETRY_FILES_ENABLED": "0",
+                # Bounded connections: a server that accepts and never answers (or stops
+                # answering) is unreachable after this long, instead of holding the slot.
+                "ANSIBLE_TIMEOUT": str(self.connect_timeout),
+                "ANSIBLE_SSH_EXTRA_ARGS": os.environ.get("ANSIBLE_SSH_EXTRA_ARGS") or (
+                    f"-o ServerAliveInterval={max(1, self.connect_timeout)} "
+                    "-o ServerAliveCountMax=3"),
             }
             cfg = self.ansible_cfg or self.playbooks_dir / "ansible.cfg"
             if cfg.is_file():

@@ -15,7 +15,9 @@ then one short transaction (READ COMMITTED on MariaDB/MySQL, BEGIN IMMEDIATE on 
 2. lock the queue rows of the page's servers `FOR UPDATE SKIP LOCKED`, a few at a time (as
    many as the free slots need): a server another runner is claiming on right now is
    skipped, so claims on one server are serialised and claims on different servers run
-   in parallel;
+   in parallel. Once locked, a server's running tasks are read again (step 1 may predate
+   a claim another runner committed on it since); a server in back-off (unreachable
+   lately) takes no run;
 3. read the candidates of the locked servers (by nid, still queued) and choose what may
    start: per-server concurrency, one task per site/target at a time, no site task while a
    platform-wide task of its platform runs (and the reverse); a batch still open reads on;
@@ -38,14 +40,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
 
 from aegir_ansible.db import models as m
 from aegir_ansible.tasks import PLATFORM_WIDE_TYPES, TASK_TYPES
 
 from . import metrics
-from .tables import SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, parse_setting
+from .tables import (SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, ServerHealth,
+                     parse_setting)
 
 log = logging.getLogger("aegir.queue")
 
@@ -55,6 +58,8 @@ BATCHABLE_TYPES = frozenset({"verify"})
 RETRYABLE_MYSQL_ERRORS = {1213, 1205, 1020}
 # Lost connection / server gone / cannot connect: wait and try again.
 CONNECTION_MYSQL_ERRORS = {2002, 2003, 2006, 2013, 2055, 1927, 1053, 4031}
+# SQLite errors that pass: another writer, a file that cannot be opened or written now.
+SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL")
 
 
 class QueueError(Exception):
@@ -78,6 +83,35 @@ def is_disconnect(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
     return isinstance(exc, OperationalError) and code in CONNECTION_MYSQL_ERRORS
+
+
+def error_code(exc: BaseException) -> int | None:
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", None) if orig is not None else None
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error that may go away if the same write is tried again later: the connection
+    was lost or the server is down, a lock wait timed out, a deadlock, a busy SQLite
+    file. Anything else the database says about a statement (no grant 1142/1044/1045, an
+    unknown column or table 1054/1146, data too long or wrong 1406/1366, ...) will be
+    said again: retrying it forever hides it."""
+    if isinstance(exc, OSError):
+        return True
+    if not isinstance(exc, SQLAlchemyError):
+        return False
+    if not isinstance(exc, DBAPIError):
+        return True  # SQLAlchemy's own state after a lost connection (pending rollback...)
+    if is_disconnect(exc) or is_retryable(exc):
+        return True
+    orig = exc.orig
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    if sqlite_name is not None:
+        return sqlite_name.startswith(SQLITE_TRANSIENT)
+    if isinstance(orig, OSError) or error_code(exc) is None:
+        return isinstance(exc, OperationalError)  # a socket error or timeout, no server errno
+    return False
 
 
 def with_retries(fn, *, attempts: int = 8, what: str = "transaction"):
@@ -296,10 +330,10 @@ def target_query(status: int | None = None, servers: list[int] | None = None, ni
     return q
 
 
-def running_query():
-    """The tasks runners hold now. Read from the queue rows (indexed by runner), not by
-    scanning hosting_task for status -1: claims read this every time."""
-    return target_query(m.TASK_PROCESSING).where(QueueTask.runner_id.is_not(None))
+def running_query(servers: list[int] | None = None):
+    """The tasks runners hold now (on these servers). Read from the queue rows (indexed by
+    runner), not by scanning hosting_task for status -1: claims read this every time."""
+    return target_query(m.TASK_PROCESSING, servers=servers).where(QueueTask.runner_id.is_not(None))
 
 
 _HEADS = None
@@ -456,6 +490,7 @@ class _Claim:
         self.bad: list[tuple[TaskRow, str]] = []
         self.chosen: list[tuple[TaskRow, Run]] = []
         self.gone: set[int] = set()  # tasks of the page no longer queued, or claimed now
+        self.skipped: set[int] = set()  # servers another runner was claiming on
         self.free_by_server: dict[int, int] = {}
         self.open_to: list[int] = []  # locked servers that may take a run
         self.open_batches: dict[tuple, Run] = {}
@@ -491,19 +526,42 @@ class _Claim:
         """Lock these servers' queues, skipping those another runner is claiming on: claims
         on one server are serialised, claims on different servers run in parallel. Returns
         the servers that may take a run now."""
-        got = []
+        got, locked = [], []
         for nid, paused, conc in self.conn.execute(
             select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency)
             .where(QueueServer.server_nid.in_(group))
             .order_by(QueueServer.server_nid)
             .with_for_update(skip_locked=True)
-        ):
+        ).all():
+            locked.append((nid, paused, conc))
+        self.skipped.update(set(group) - {nid for nid, _paused, _conc in locked})
+        self._recount([nid for nid, _paused, _conc in locked])
+        backing_off = set(self.conn.execute(
+            select(ServerHealth.server_nid)
+            .where(ServerHealth.server_nid.in_([nid for nid, _p, _c in locked]),
+                   ServerHealth.backoff_until > self.now)).scalars()) if locked else set()
+        for nid, paused, conc in locked:
             cap = conc if conc is not None else self.settings.server_concurrency
             self.free_by_server[nid] = cap - len(self.run_keys_by_server[nid])
+            if nid in backing_off:
+                self.free_by_server[nid] = 0  # unreachable lately: no slot until its back-off ends
             if not paused and self.free_by_server[nid] > 0:
                 got.append(nid)
         self.open_to.extend(got)
         return got
+
+    def _recount(self, servers: list[int]) -> None:
+        """The runs on these servers, read again now that their queue rows are locked. The
+        read at the start of the transaction may predate a claim another runner committed
+        on them since (READ COMMITTED): counting from it let two runners each start a run
+        on a server whose limit is one."""
+        if not servers:
+            return
+        for nid in servers:
+            self.run_keys_by_server[nid] = set()
+        for r in _rows(self.conn.execute(running_query(servers))):
+            self.run_keys_by_server[r.server].add(r.run_id or f"task:{r.nid}")
+            self._busy(r)
 
     def blocked(self, r: TaskRow) -> bool:
         """Its target, site or platform is busy (one task per target at a time; site tasks
@@ -647,6 +705,8 @@ class JobManager:
         self._heads: _HeadsPage | None = None
         self._mark: int | None = None
         self._settings: tuple[float, Settings] | None = None  # (read at, settings)
+        # Servers the last claim skipped because another runner was claiming on them.
+        self.skipped_servers: set[int] = set()
 
     # -- transactions --------------------------------------------------------------------
 
@@ -753,6 +813,7 @@ class JobManager:
         if fresh:
             cached = self._read_heads(key, servers, now, per_server)
         claimed: list[Run] = []
+        self.skipped_servers = set()
         for _attempt in (0, 1):
             if not cached.heads:
                 break
@@ -783,6 +844,7 @@ class JobManager:
         """One claim transaction (steps 1-4 of the module's docstring): (runs, gone)."""
         claim = _Claim(conn, runner_id, slots, settings, now, cached)
         claim.choose(self.scan_limit)
+        self.skipped_servers |= claim.skipped
         return claim.mark_claimed(), claim.gone
 
     def queue_mark(self) -> int | None:
@@ -845,6 +907,114 @@ class JobManager:
                 .where(QueueRunner.state.in_(("running", "stopping")),
                        QueueRunner.heartbeat < cutoff, QueueRunner.id != (exclude or ""))
             ))
+
+    def reconcile(self, runner_id: str, running: set[str]) -> list[int]:
+        """Put back in the queue the tasks this runner holds for runs it does not execute:
+        a claim whose commit happened but whose acknowledgement was lost (the runner saw
+        an error and never started those runs). The claim's run id is its token: what the
+        database holds under this runner with a run id the runner does not know was never
+        started. Returns their nids."""
+
+        def fn(conn):
+            rows = conn.execute(select(QueueTask.nid, QueueTask.vid, QueueTask.run_id)
+                                .where(QueueTask.runner_id == runner_id)
+                                .with_for_update()).all()
+            orphans = [(nid, vid) for nid, vid, run_id in rows if run_id not in running]
+            if not orphans:
+                return []
+            vids = [vid for _nid, vid in orphans if vid is not None]
+            conn.execute(update(m.HostingTask)
+                         .where(m.HostingTask.vid.in_(vids),
+                                m.HostingTask.task_status == m.TASK_PROCESSING)
+                         .values(task_status=m.TASK_QUEUED, executed=0))
+            conn.execute(update(QueueTask)
+                         .where(QueueTask.nid.in_([nid for nid, _vid in orphans]),
+                                QueueTask.runner_id == runner_id)
+                         .values(runner_id=None, claimed_at=None, run_id=None, vid=None,
+                                 cancel_requested=0,
+                                 attempts=case((QueueTask.attempts > 0, QueueTask.attempts - 1),
+                                               else_=0)))
+            return sorted(nid for nid, _vid in orphans)
+
+        return self.tx(fn, "reconcile")
+
+    def put_back(self, runner_id: str, run: Run, why: str) -> None:
+        """A run that could not start (the database was lost while it was prepared): its
+        tasks go back to the queue as they were, with a `queue` line saying why."""
+
+        def fn(conn):
+            rows = conn.execute(select(QueueTask.nid, QueueTask.run_id, QueueTask.vid)
+                                .where(QueueTask.nid.in_([t.nid for t in run.tasks]),
+                                       QueueTask.runner_id == runner_id)
+                                .with_for_update()).all()
+            mine = [t for t in run.tasks if (t.nid, t.run_id, t.vid) in
+                    {(nid, run_id, vid) for nid, run_id, vid in rows}]
+            if not mine:
+                return
+            conn.execute(update(m.HostingTask)
+                         .where(m.HostingTask.vid.in_([t.vid for t in mine]),
+                                m.HostingTask.task_status == m.TASK_PROCESSING)
+                         .values(task_status=m.TASK_QUEUED, executed=0))
+            conn.execute(update(QueueTask).where(QueueTask.nid.in_([t.nid for t in mine]))
+                         .values(runner_id=None, claimed_at=None, run_id=None, vid=None,
+                                 cancel_requested=0,
+                                 attempts=case((QueueTask.attempts > 0, QueueTask.attempts - 1),
+                                               else_=0)))
+            add_log(conn, [log_row(t, "queue", f"Task put back in the queue: {why}") for t in mine])
+
+        self.tx(fn, f"putting back run {run.run_id[:8]}")
+
+    def server_reached(self, server: int, unreachable: str | None, settings: Settings) -> float:
+        """After a run on this server: reached (unreachable None) ends its back-off; not
+        reached doubles it (from `unreachable_backoff`, at most `unreachable_backoff_max`).
+        Returns the time its queue is claimed again (0: now)."""
+
+        def fn(conn):
+            row = conn.execute(select(ServerHealth.failures).where(ServerHealth.server_nid == server)
+                               .with_for_update()).first()
+            if unreachable is None:
+                if row is not None and row[0]:
+                    conn.execute(update(ServerHealth).where(ServerHealth.server_nid == server)
+                                 .values(failures=0, backoff_until=0, last_error=None))
+                return 0.0
+            failures = (row[0] if row else 0) + 1
+            until = time.time() + min(settings.unreachable_backoff * 2 ** (failures - 1),
+                                      settings.unreachable_backoff_max)
+            values = dict(failures=failures, backoff_until=until, last_error=unreachable[:1000])
+            if row is None:
+                conn.execute(insert(ServerHealth).values(server_nid=server, **values))
+            else:
+                conn.execute(update(ServerHealth).where(ServerHealth.server_nid == server)
+                             .values(**values))
+            return until
+
+        try:
+            return self.tx(fn, "server health") or 0.0
+        except IntegrityError:  # another runner created the row meanwhile: again
+            return self.tx(fn, "server health") or 0.0
+
+    def held_for_run(self, runner_id: str, tasks: list[TaskRow]) -> set[int]:
+        """The nids of these tasks this runner still holds for their run (not recorded yet)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(QueueTask.nid, QueueTask.run_id, QueueTask.vid)
+                                .where(QueueTask.nid.in_([t.nid for t in tasks]),
+                                       QueueTask.runner_id == runner_id)).all()
+        want = {t.nid: (t.run_id, t.vid) for t in tasks}
+        return {nid for nid, run_id, vid in rows if want.get(nid) == (run_id, vid)}
+
+    def fail_unrecordable(self, runner_id: str, task: TaskRow, delta: int,
+                          lines: list[tuple[str, str]]) -> bool:
+        """Fail a task whose outcome the database refuses (a missing grant, a schema or
+        data error): status error and these lines, nothing else. False if no longer held."""
+
+        def fn(conn):
+            if not self.finish(conn, runner_id, task, m.TASK_ERROR, delta,
+                               last_error=lines[-1][1][:1000]):
+                return False
+            add_log(conn, [log_row(task, t, msg) for t, msg in lines])
+            return True
+
+        return self.tx(fn, f"failing task {task.nid}")
 
     def stop_runner(self, runner_id: str) -> None:
         self.tx(lambda conn: conn.execute(update(QueueRunner).where(QueueRunner.id == runner_id)

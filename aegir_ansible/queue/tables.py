@@ -11,6 +11,11 @@ Everything the dispatcher needs besides Aegir's own `hosting_task*` tables lives
 - `aegir_ansible_runner`: one row per runner process, with its heartbeat.
 - `aegir_ansible_task`: per task node: not-before time (queued for later), attempts, and
   while it runs, which runner holds it and whether a cancel was requested.
+- `aegir_ansible_log_batch`: the token of each batch of log rows written, in the batch's
+  own transaction: a batch retried after a lost acknowledgement (the commit happened, the
+  reply did not arrive) finds its token and is not written twice.
+- `aegir_ansible_server_health`: per server, consecutive unreachable runs and the time
+  before which its queue is not claimed (back-off).
 
 The task -> server relation is never stored: it is computed from the frontend tables
 (`jobs.target_query`) every time.
@@ -71,6 +76,23 @@ class QueueTask(BackendBase):
     __table_args__ = (Index("aegir_ansible_task_runner", "runner_id"),)
 
 
+class LogBatch(BackendBase):
+    __tablename__ = "aegir_ansible_log_batch"
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    written: Mapped[float] = mapped_column(Double, nullable=False, default=0)
+    __table_args__ = (Index("aegir_ansible_log_batch_written", "written"),)
+
+
+class ServerHealth(BackendBase):
+    __tablename__ = "aegir_ansible_server_health"
+    server_nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # Consecutive runs that found the server unreachable (0 after a run that reached it).
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Its queue is not claimed before this unix time.
+    backoff_until: Mapped[float] = mapped_column(Double, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -103,6 +125,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             "On SIGTERM, seconds running tasks get to finish before they are cancelled."),
     Setting("kill_grace", float, 5.0,
             "Seconds between SIGTERM to ansible-playbook and SIGKILL of its processes."),
+    Setting("connect_timeout", int, 10,
+            "Seconds ansible waits for a server's SSH connection (and its banner)."),
+    Setting("unreachable_backoff", float, 30.0,
+            "Seconds a server found unreachable is not claimed; doubled per further failure."),
+    Setting("unreachable_backoff_max", float, 600.0,
+            "Longest back-off of an unreachable server."),
 ]}
 
 

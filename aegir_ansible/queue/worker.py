@@ -8,10 +8,17 @@ one batching writer thread.
 Signals: SIGTERM or SIGINT stops claiming; running tasks get `shutdown_grace` seconds to
 finish, then they are cancelled (tasks safe to repeat are queued again). A second SIGINT
 cancels at once.
+
+Database errors: transient ones (connection lost, server down, lock wait, deadlock) are
+retried with back-off, at start-up too; after a reconnect and at every heartbeat the
+runner reconciles what the database says it holds with what it runs (a claim whose
+acknowledgement was lost goes back to the queue). An outcome the database refuses for
+good (a missing grant, a schema or data error) fails its task with the database's message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -23,19 +30,43 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aegir_ansible import paths
+from aegir_ansible.db import models as m
 
 from aegir_ansible.logs import task_context
 
 from . import metrics, outcome, rundirs
 from .events import LogWriter
 from .execution import Execution, clone_rollback
-from .jobs import JobManager, QueueError, Run, Settings, check_database
+from .jobs import JobManager, QueueError, Run, Settings, check_database, is_transient
 
 log = logging.getLogger("aegir.queue")
 
 
 def default_playbooks_dir() -> Path:
     return Path(os.environ.get("AEGIR_PLAYBOOKS_DIR") or paths.playbooks_dir())
+
+
+START_BACKOFF_MAX = 30.0  # longest wait between two attempts to reach the database at start-up
+
+
+def until_reachable(fn, stopped=lambda: False, wait=time.sleep):
+    """fn(), tried again with back-off (0.5 s doubling, at most START_BACKOFF_MAX) while the
+    database cannot be reached; an error that cannot go away is raised. None if stopped."""
+    delay = 0.5
+    while not stopped():
+        try:
+            result = fn()
+            metrics.health.db_ok()
+            return result
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            metrics.health.db_failed()
+            log.warning("database unreachable at start-up (%s); trying again in %.1fs",
+                        str(exc).splitlines()[0], delay)
+            wait(delay)
+            delay = min(delay * 2, START_BACKOFF_MAX)
+    return None
 
 
 class Worker:
@@ -64,6 +95,10 @@ class Worker:
         self.settings: Settings | None = None
         self.stats = {"runs": 0, "tasks": 0, "claims": 0, "claim_seconds": 0.0}
         self._queue_mark: int | None = None
+        self.failed = 0  # tasks this runner ran whose outcome is an error
+        # Runs whose outcome the database refused even as a failure: not reconciled.
+        self._abandoned: set[str] = set()
+        self._db_ok_since: float | None = None  # connected since (None: in an outage)
 
     # -- control -----------------------------------------------------------------------
 
@@ -102,7 +137,7 @@ class Worker:
     def _start(self, run: Run, settings: Settings) -> None:
         ex = Execution(run, self.engine, self.writer, self.playbooks_dir,
                        timeout=settings.task_timeout, kill_grace=settings.kill_grace,
-                       ansible_cfg=self.ansible_cfg)
+                       ansible_cfg=self.ansible_cfg, connect_timeout=settings.connect_timeout)
         with self._lock:
             self.active[run.run_id] = ex
         names = ", ".join(f"{t.nid} ({t.target_name})" for t in run.tasks)
@@ -120,12 +155,26 @@ class Worker:
             metrics.count("runs")
             res = ex.execute()
             self.writer.flush()
-            self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings),
-                         f"run {ex.run.run_id[:8]}")
+            what = f"run {ex.run.run_id[:8]}"
+            if res.requeue:
+                self._record(lambda: self.jm.put_back(self.runner_id, ex.run, res.requeue), what)
+                log.warning("run %s: not started, its tasks are back in the queue: %s",
+                            ex.run.run_id[:8], res.requeue)
+                return
+            refused: set[int] = set()  # tasks failed because their outcome was refused
+            self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings), what,
+                         on_permanent=lambda exc: refused.update(
+                             self._record_each(res, settings, exc)))
             for tr in res.tasks.values():
                 if tr.rollback:  # a clone made on the server that could not be recorded
                     clone_rollback(ex, tr.task, tr.rollback).execute()
                     self.writer.flush()
+            for nid, tr in res.tasks.items():
+                status = m.TASK_ERROR if nid in refused else \
+                    outcome.final_status(res, tr, settings)[0]
+                metrics.finished(tr.task.task_type, status, res.ended - res.started)
+                self.failed += status == m.TASK_ERROR
+            self._server_reached(ex, settings)
             log.info("run %s: finished (%s) in %.1fs", ex.run.run_id[:8],
                      res.stop_reason or res.status, res.ended - res.started)
             self.stats["runs"] += 1
@@ -137,69 +186,167 @@ class Worker:
                 self.active.pop(ex.run.run_id, None)
             self.wake.set()
 
-    def _record(self, fn, what: str) -> None:
-        """Retry until the database takes it: an outcome is never dropped."""
+    def _server_reached(self, ex: Execution, settings: Settings) -> None:
+        """Per-server back-off: a run that found its server unreachable makes the claims
+        skip that server for a while (doubling); one that reached it ends the back-off."""
+        if ex.run.server is None or ex.result.stop_reason or not ex.stats:
+            return
+        dark = ex.stats.get("dark") or {}
+        reached = set(ex.stats.get("processed") or {}) - set(dark)
+        if not dark and not reached:
+            return
+        message = f"unreachable: {', '.join(sorted(dark))}" if dark and not reached else None
+        self._record(lambda: self._note_server(ex.run.server, message, settings),
+                     f"server {ex.run.server} health")
+
+    def _note_server(self, server: int, message: str | None, settings: Settings) -> None:
+        until = self.jm.server_reached(server, message, settings)
+        if until:
+            metrics.count("server_backoffs")
+            log.warning("server %s unreachable: its queue is not claimed for %.0f s", server,
+                        until - time.time())
+
+    def _record(self, fn, what: str, on_permanent=None) -> None:
+        """Retry until the database takes it: an outcome is never dropped for a transient
+        error. An error that cannot go away (a missing grant, a schema or data error) is
+        reported and handed to on_permanent, instead of being retried forever."""
         delay = 0.5
         while True:
             try:
                 fn()
                 return
             except SQLAlchemyError as exc:
-                log.warning("%s: recording failed (%s); retrying in %.1fs", what,
-                            str(exc).splitlines()[0], delay)
+                first = str(exc).splitlines()[0]
+                if not is_transient(exc):
+                    metrics.count("db_permanent_errors")
+                    log.error("%s: the database refuses this write (%s); it cannot succeed "
+                              "by retrying", what, first)
+                    if on_permanent is not None:
+                        on_permanent(exc)
+                    return
+                log.warning("%s: recording failed (%s); retrying in %.1fs", what, first, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _record_each(self, res, settings: Settings, exc: BaseException) -> set[int]:
+        """An outcome the database refused: each task still held is recorded on its own;
+        one the database refuses too is failed with the database's message (the playbook
+        ran: what it changed on the server is not in the database). Returns those nids."""
+        first = str(getattr(exc, "orig", exc)).splitlines()[0]
+        held, failed = set(), set()
+        self._record(lambda: held.update(self.jm.held_for_run(self.runner_id,
+                                                              [tr.task for tr in res.tasks.values()])),
+                     f"run {res.run.run_id[:8]}")
+        for nid, tr in res.tasks.items():
+            if nid not in held:
+                continue
+            one = dataclasses.replace(res, tasks={nid: tr})
+            refused: list[BaseException] = []
+            self._record(lambda one=one: outcome.record(self.jm, self.runner_id, one, settings),
+                         f"task {nid}", on_permanent=refused.append)
+            if not refused:
+                continue
+            why = str(getattr(refused[0], "orig", refused[0])).splitlines()[0] or first
+            status = outcome.final_status(res, tr, settings)[0]
+            lines = [("error", f"The outcome of this task could not be recorded: the database "
+                               f"refused it ({why}). The playbook ran "
+                               f"({m.TASK_STATUS_NAMES.get(status, status)}): what it changed "
+                               "on the server is not recorded; fix the database (grants, schema) "
+                               "and run the task again.")]
+            self._record(lambda tr=tr: self.jm.fail_unrecordable(
+                self.runner_id, tr.task, max(0, int(res.ended - res.started)), lines),
+                f"task {nid}", on_permanent=lambda _exc: self._abandoned.add(res.run.run_id))
+            metrics.count("outcome_refused")
+            failed.add(nid)
+        return failed
 
     # -- main loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        desc = check_database(self.engine)
-        log.info("database: %s", desc)
-        self._resolve_servers()
-        self.runner_id = self.jm.register_runner(self.server_nids, self.concurrency)
-        rundirs.sweep()  # what runners killed on this machine left (inventories with passwords)
-        log.info("runner %s started (concurrency %d%s)", self.runner_id, self.concurrency,
-                 f", servers {', '.join(self.server_names)}" if self.server_names else "")
+        """Serve the queue until stopped (or, with `once`, until no task is ready). Returns
+        the exit status: 1 when `once` and a task this runner ran failed, else 0."""
         old = {}
         if self.install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 old[sig] = signal.signal(sig, self._signal)
-        self.writer = LogWriter(self.engine)
         try:
-            self._loop()
+            if not self._start_up():
+                return 0
+            self.writer = LogWriter(self.engine)
+            try:
+                self._loop()
+            finally:
+                self.writer.close()
+                try:
+                    self.jm.stop_runner(self.runner_id)
+                except SQLAlchemyError:
+                    pass
+                log.info("runner %s stopped", self.runner_id)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            self.writer.close()
-            try:
-                self.jm.stop_runner(self.runner_id)
-            except SQLAlchemyError:
-                pass
-            log.info("runner %s stopped", self.runner_id)
-        return 0
+        return 1 if self.once and self.failed else 0
+
+    def _start_up(self) -> bool:
+        """Check the database and register; while the database cannot be reached, try
+        again with back-off (a runner started before its database is not lost). False
+        when stopped meanwhile."""
+
+        def start():
+            desc = check_database(self.engine)
+            self._resolve_servers()
+            self.runner_id = self.jm.register_runner(self.server_nids, self.concurrency)
+            return desc
+
+        desc = until_reachable(start, stopped=lambda: self.stop_requested_at is not None,
+                               wait=self.wake.wait)
+        if self.stop_requested_at is not None:
+            return False
+        log.info("database: %s", desc)
+        rundirs.sweep()  # what runners killed on this machine left (inventories with passwords)
+        log.info("runner %s started (concurrency %d%s)", self.runner_id, self.concurrency,
+                 f", servers {', '.join(self.server_names)}" if self.server_names else "")
+        return True
+
+    def _reconcile(self) -> None:
+        """What the database says this runner holds, against what it runs (a claim whose
+        acknowledgement was lost left tasks held for runs that never started)."""
+        with self._lock:
+            running = set(self.active) | self._abandoned
+        back = self.jm.reconcile(self.runner_id, running)
+        if back:
+            metrics.count("reconciled_tasks", len(back))
+            log.warning("task(s) %s were held by this runner for runs it never started (a "
+                        "claim's acknowledgement was lost): back in the queue",
+                        ", ".join(map(str, back)), extra={"task": ",".join(map(str, back))})
 
     def _loop(self) -> None:
         last_hb = 0.0
-        db_ok_since: float | None = time.time()
+        self._db_ok_since = time.time()
         backoff = 0.5
         settings = None
         while True:
             now = time.time()
+            metrics.health.loop_tick()
+            active_before = None
             try:
                 settings = self._effective(self.jm.settings(max_age=self.SETTINGS_MAX_AGE))
                 self.settings = settings
-                if db_ok_since is None:
-                    db_ok_since = now
+                metrics.health.configure(settings)
+                if self._db_ok_since is None:
+                    self._db_ok_since = now
                     log.info("database reachable again")
+                    self._reconcile()
                 if now - last_hb >= settings.heartbeat_interval:
                     state = self.jm.heartbeat(self.runner_id,
                                               "stopping" if self.stop_requested_at else None)
                     if state == "lost":
                         self._revive()
                     last_hb = now
+                    self._reconcile()
                     # Reap others only after being connected a full period ourselves, so a
                     # database outage is not mistaken for dead runners.
-                    if now - db_ok_since >= settings.runner_lost_after:
+                    if now - self._db_ok_since >= settings.runner_lost_after:
                         reaped = outcome.reap(self.jm, settings, exclude=self.runner_id)
                         if reaped:
                             log.warning("failed %d task(s) of lost runners: %s", len(reaped), reaped)
@@ -212,28 +359,33 @@ class Worker:
                 claimed = []
                 if self.stop_requested_at is None:
                     with self._lock:
-                        slots = self.concurrency - len(self.active)
+                        active_before = len(self.active)
+                    slots = self.concurrency - active_before
                     if slots > 0:
                         t0 = time.time()
                         self._queue_mark = self.jm.queue_mark()
-                        claimed = self.jm.claim(self.runner_id, slots, settings, self.server_nids)
+                        claimed = self.jm.claim(self.runner_id, slots, settings,
+                                                self.server_nids)
                         self.stats["claims"] += 1
                         self.stats["claim_seconds"] += time.time() - t0
                     for run in claimed:
                         if run.problem:
                             log.warning("task %s is malformed: %s", run.tasks[0].nid, run.problem)
+                            self.failed += 1
                             self._record(lambda run=run: outcome.fail_malformed(
                                 self.jm, self.runner_id, run, run.problem),
-                                f"task {run.tasks[0].nid}")
+                                f"task {run.tasks[0].nid}",
+                                on_permanent=lambda _exc, run=run: self._abandoned.add(run.run_id))
                         else:
                             self._start(run, settings)
                 backoff = 0.5
+                metrics.health.db_ok()
             except QueueError:
                 raise
             except SQLAlchemyError as exc:
-                if db_ok_since is not None:
-                    log.warning("database unreachable: %s", str(exc).splitlines()[0])
-                db_ok_since = None
+                self._db_failed(exc)
+                if self.stop_requested_at is None:
+                    metrics.count("claim_errors")  # this round's claim could not be made
                 claimed = None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -247,13 +399,23 @@ class Worker:
                     with self._lock:
                         for ex in self.active.values():
                             ex.stop("shutdown")
-            elif self.once and active == 0 and claimed == []:
+            elif (self.once and active_before == 0 and active == 0 and claimed == []
+                  and not self.jm.skipped_servers):
+                # No run was going before or after a claim that found nothing, and no
+                # server was skipped for another runner's claim: no task is ready.
                 return
             interval = settings.poll_interval if settings else 1.0
             if claimed:
                 interval = 0  # more may be ready at once
             self._wait(interval)
             self.wake.clear()
+
+    def _db_failed(self, exc: BaseException) -> None:
+        """The database did not answer: say so once per outage."""
+        if self._db_ok_since is not None:
+            log.warning("database unreachable: %s", str(exc).splitlines()[0])
+        self._db_ok_since = None
+        metrics.health.db_failed()
 
     def _revive(self) -> None:
         """Another runner declared this one lost (no heartbeat in `runner_lost_after`: a
@@ -293,8 +455,9 @@ class Worker:
                     continue
             try:
                 mark = self.jm.queue_mark()
-            except SQLAlchemyError:
-                return  # the main loop notices the outage
+            except SQLAlchemyError as exc:
+                self._db_failed(exc)
+                return  # the main loop retries with back-off
             if mark != self._queue_mark:
                 self._queue_mark = mark
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import urllib.error
 import urllib.request
 
 from aegir_ansible.db import models as m
@@ -106,3 +107,79 @@ def test_task_log_follow_streams_a_running_task(world, tmp_path):
             follower.kill()
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=60)
+
+
+def health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except urllib.error.URLError:
+        return 0  # not listening yet
+
+
+def test_counters_count_this_runners_events(world, tmp_path):
+    """A verify that fails, is retried and fails again: this runner finished two tasks
+    with an error (the counter never goes down), while the database holds one such row
+    (a gauge)."""
+    from .conftest import configure
+
+    configure(world.url, retry_max_attempts=2, retry_backoff=0)
+    world.server()
+    world.platform("p1")
+    world.site("a.example.com", "platform_p1")
+    t = world.task("verify", "a.example.com", fail="yes")
+    port = free_port()
+    runner = spawn_runner(world.url, "--metrics-port", str(port), log_path=tmp_path / "runner.log")
+    try:
+        def twice():
+            if not health(port):
+                return False
+            text = scrape(port)
+            return sample(text, "aegir_tasks_finished_total", type="verify", outcome="error") == 2 and text
+
+        text = wait_for(twice, timeout=120, what="two finished attempts")
+        assert world.status(t) == m.TASK_ERROR
+        assert sample(text, "aegir_queue_tasks_by_outcome", type="verify", outcome="error") == 1
+        assert "# TYPE aegir_tasks_finished_total counter" in text
+        assert "# TYPE aegir_queue_tasks_by_outcome gauge" in text
+        assert sample(text, "aegir_runs_total") == 2
+        assert health(port) == 200
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(30)
+
+
+def test_claim_errors_and_health_follow_the_database(mysql_server_url, tmp_path):
+    """Through a proxy that stops the database: claims fail (counted), /healthz says 503,
+    and 200 again once the database is back."""
+    from tests.conftest import new_database_url
+
+    from aegir_ansible.db import init_schema, make_engine
+
+    from .conftest import configure
+    from .dbproxy import DBProxy
+
+    url, drop = new_database_url("mysql", tmp_path, mysql_server_url)
+    eng = make_engine(url)
+    init_schema(eng)
+    eng.dispose()
+    configure(url)
+    proxy = DBProxy()
+    port = free_port()
+    runner = spawn_runner(proxy.url(url), "--metrics-port", str(port), log_path=tmp_path / "runner.log")
+    try:
+        wait_for(lambda: health(port) == 200, 60, "a healthy runner")
+        assert sample(scrape(port), "aegir_claim_errors_total") == 0
+        proxy.refusing = True
+        proxy.drop_all()
+        wait_for(lambda: health(port) == 503, 30, "an unhealthy runner")
+        proxy.refusing = False
+        wait_for(lambda: health(port) == 200, 30, "a healthy runner again")
+        assert sample(scrape(port), "aegir_claim_errors_total") >= 1
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(30)
+        proxy.close()
+        drop()
