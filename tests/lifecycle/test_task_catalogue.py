@@ -222,6 +222,15 @@ def test_health_check_reports_each_name_and_fails_a_broken_site(fe):
     assert f"{B}: HTTP 500" in fe.log_text(bad) and "HTTP error for" in fe.log_text(bad)
 
 
+def test_a_command_the_platform_drush_does_not_know_fails_clearly(fe):
+    """B without the features module (its table): drush does not know features-update-all."""
+    fe.db.query("DROP TABLE aegir_test_features", database=_db(fe, B))
+    task = _run(fe, "features_update_all", B)
+    assert fe.status(task) == m.TASK_ERROR
+    assert 'drush features-update-all --yes failed (exit code 1): [error] Command "features-update-all" ' \
+        'is not defined.' in fe.log_text(task)
+
+
 def test_sync_refuses_another_destination_and_keeps_both_sites(fe):
     task = _run(fe, "sync", B, {"source": f"@{A}", "destination": f"@{A}", "database": "1", "files": "1"})
     assert fe.status(task) == m.TASK_ERROR
