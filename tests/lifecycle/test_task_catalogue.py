@@ -220,6 +220,12 @@ def test_health_check_reports_each_name_and_fails_a_broken_site(fe):
     assert "password" not in log
     assert fe.status(bad) == m.TASK_ERROR
     assert f"{B}: HTTP 500" in fe.log_text(bad) and "HTTP error for" in fe.log_text(bad)
+    # The two were one playbook run over both sites (no batch playbook for this type), each
+    # task with its own report.
+    for nid in (ok, bad):
+        assert "Running playbook site_health_check.yml" in fe.log_text(nid)
+        assert "together with 1 other task(s)" in fe.log_text(nid)
+    assert f"Health check of {B}" not in log and f"Health check of {A}" not in fe.log_text(bad)
 
 
 def test_a_command_the_platform_drush_does_not_know_fails_clearly(fe):
