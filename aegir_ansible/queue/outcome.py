@@ -268,12 +268,14 @@ def _site_cloned(ctx):
 
 
 @on("site", "update")
+@on("site", "update", "failure")  # the backup was restored, and stays
 def _site_updated(ctx):
     """The backup made before the database updates (hosting_tasks_extra's provision-update)."""
     _record_backup(ctx, ctx.result.result, "Before database updates")
 
 
 @on("site", "sync")
+@on("site", "sync", "failure")  # the backup was restored, and stays
 def _site_synced(ctx):
     """As hosting_sync's post hook: the backup of this site made before the sync."""
     r = ctx.result.result

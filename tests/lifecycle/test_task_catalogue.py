@@ -131,6 +131,20 @@ def test_update_applies_the_pending_hook_after_a_backup(fe):
     assert len(_backups(fe, A)) == before + 1
 
 
+def test_a_failing_update_restores_the_backup(fe):
+    """B's update hook fails (the column it adds is already there): the backup taken first is
+    restored, the task fails saying so, the site still serves, the backup is recorded."""
+    fe.db.query("ALTER TABLE aegir_test_page ADD COLUMN tagline VARCHAR(10)", database=_db(fe, B))
+    fe.db.query("UPDATE aegir_test_page SET site_name='before the update'", database=_db(fe, B))
+    task = _run(fe, "update", B)
+    assert fe.status(task) == m.TASK_ERROR
+    log = fe.log_text(task)
+    assert "Duplicate column name 'tagline'" in log and "The site was restored from" in log
+    assert fe.db.query("SELECT version FROM aegir_test_schema", database=_db(fe, B)) == [(10000,)]
+    fe.servers["nginx"].wait_for_http(B, contains="before the update")
+    assert [b.description for b in _backups(fe, B)] == ["Before database updates"]
+
+
 def test_registry_cron_and_translations(fe):
     """rebuild_registry, run_cron and update_translations of one site, each its own task."""
     fe.db.query("DELETE FROM aegir_test_registry", database=_db(fe, A))
