@@ -39,6 +39,15 @@ options:
       - Seconds one drush command may run before it is stopped and the site fails.
     type: int
     default: 3600
+attributes:
+  check_mode:
+    support: full
+    details: Nothing runs; each site reports the commands that would run.
+  diff_mode:
+    support: partial
+    details: The diff of a site is the list of drush commands run (or that would run), not a file change.
+notes:
+  - Values are data, never code; each command is an argv, never a shell string.
 """
 
 EXAMPLES = r"""
@@ -53,8 +62,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 report:
-  description: Per site key, C({failed: msg}), C({changed: [lines]}) or C({}), each with
-    C(output), the last lines drush printed (stdout and stderr) per command.
+  description:
+    - "Per site key, C({failed: msg}), C({changed: [lines]}) or C({}), each with C(output), the
+      last lines drush printed (stdout and stderr) per command."
   type: dict
   returned: always
 """
@@ -123,14 +133,17 @@ def main():
         ),
         supports_check_mode=True,
     )
-    report = {}
+    report, diffs = {}, []
     for site in module.params["sites"]:
         key = str(site.get("key") or site.get("uri") or "")
         entry, output = _run_site(site, module.params["timeout"], module.check_mode)
         entry["output"] = output
         report[key] = entry
+        if module._diff and site.get("commands"):
+            diffs.append({"before_header": key, "after_header": key, "before": "",
+                          "after": "".join("drush %s\n" % " ".join(str(a) for a in c) for c in site["commands"])})
     changed = any("changed" in r for r in report.values())
-    module.exit_json(changed=changed, report=report)
+    module.exit_json(changed=changed, report=report, **({"diff": diffs} if diffs else {}))
 
 
 if __name__ == "__main__":
