@@ -17,6 +17,10 @@ class TaskType:
     platform_wide: bool = False
     # Lower runs first among ready tasks (documented priority order).
     priority: int = 50
+    # Many queued tasks of this type on one server may run as one playbook run (a batch):
+    # through playbooks/<name>-batch.yml on the server host when it exists, else as one run
+    # of <name>.yml over all their sites (queue.jobs.BATCHABLE_TYPES).
+    batchable: bool = False
 
     @property
     def playbook(self) -> str:
@@ -43,8 +47,27 @@ TASK_TYPES: dict[str, TaskType] = {
         _t("migrate", "site platform", "Migrate", platform_wide=True, priority=50),
         _t("clone", "site", "Clone", priority=50),
         _t("login-reset", "site", "Reset password", priority=10),
+        # hosting_tasks_extra (omega8cc/hosting_tasks_extra): the site's platform's drush.
+        _t("flush_cache", "site", "Flush all caches", batchable=True, safe_to_repeat=True, priority=45),
+        _t("rebuild_registry", "site", "Rebuild registry", batchable=True, safe_to_repeat=True, priority=45),
+        _t("run_cron", "site", "Run drush cron", batchable=True, safe_to_repeat=True, priority=55),
+        _t("update", "site", "Run db updates", batchable=True, priority=50),
+        _t("update_translations", "site", "Update translations", batchable=True, safe_to_repeat=True, priority=55),
+        _t("features_revert_all", "site", "Revert features", batchable=True, safe_to_repeat=True, priority=50),
+        _t("features_update_all", "site", "Update features", batchable=True, priority=50),
+        _t("site_health_check", "site", "Run health check", batchable=True, safe_to_repeat=True, priority=60),
+        _t("fix_ownership", "site", "Fix ownership", batchable=True, safe_to_repeat=True, priority=45),
+        _t("fix_permissions", "site", "Fix permissions", batchable=True, safe_to_repeat=True, priority=45),
+        _t("flush_drush_cache", "server", "Flush Drush cache", safe_to_repeat=True, priority=45),
+        # hosting_sync: the database and/or files of another site into this one.
+        _t("sync", "site", "Sync data", priority=50),  # not batched: it reads another site
     ]
 }
+
+# Site tasks that run one platform drush command (roles/aegir_site_extra/tasks/drush.yml).
+DRUSH_TASK_TYPES = frozenset({
+    "flush_cache", "rebuild_registry", "run_cron", "update_translations",
+    "features_revert_all", "features_update_all"})
 
 # A platform-wide task blocks site tasks of that platform (delete, lock, migrate on the
 # platform itself; 'platform_wide' only counts when the task targets a platform).

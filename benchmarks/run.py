@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, event, text
 from aegir_ansible.db import init_schema, make_engine, make_sessionmaker
 from aegir_ansible.inventory import build_inventory
 
-from . import synthetic
+from . import catalogue, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -540,7 +540,8 @@ def bench_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
 
 
 MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify, "latency": bench_latency,
-                "claims": bench_claims, "memory": bench_memory}
+                "claims": bench_claims, "memory": bench_memory,
+                "flush_cache": catalogue.bench_flush_cache}
 
 
 def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
@@ -585,7 +586,7 @@ def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> 
                 body = command.group(0) + "\n\n" + body  # from a run of the older layout
             kept[name.strip()] = f"### {name.strip()}\n\n{body}"
     kept.update(tables)
-    tables_order = ("inventory", "re-verify", "latency", "claims", "memory")
+    tables_order = ("inventory", "re-verify", "latency", "claims", "memory", "flush_cache")
     order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
     sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))

@@ -53,7 +53,7 @@ from .tables import (SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask
 log = logging.getLogger("aegir.queue")
 
 # Task types several tasks of which (on one server) may run as one playbook run.
-BATCHABLE_TYPES = frozenset({"verify"})
+BATCHABLE_TYPES = frozenset({"verify"} | {t.name for t in TASK_TYPES.values() if t.batchable})
 
 RETRYABLE_MYSQL_ERRORS = {1213, 1205, 1020}
 # Lost connection / server gone / cannot connect: wait and try again.

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
-from aegir_ansible.tasks import TASK_TYPES
+from aegir_ansible.tasks import DRUSH_TASK_TYPES, TASK_TYPES
 
 from . import jobs
 from .execution import RunResult, TaskResult
@@ -283,11 +283,41 @@ def _site_cloned(ctx):
         savepoint.commit()
 
 
+@on("site", "update")
+@on("site", "update", "failure")  # the backup was restored, and stays
+def _site_updated(ctx):
+    """The backup made before the database updates (hosting_tasks_extra's provision-update)."""
+    _record_backup(ctx, ctx.result.result, "Before database updates")
+
+
+@on("site", "sync")
+@on("site", "sync", "failure")  # the backup was restored, and stays
+def _site_synced(ctx):
+    """As hosting_sync's post hook: the backup of this site made before the sync."""
+    r = ctx.result.result
+    _record_backup(ctx, r, f"Before sync from @{r.get('source') or 'another site'}")
+
+
 @on("site", "login-reset")
 def _site_login_link(ctx):
     link = ctx.result.result.get("login_link")
     if link:
         jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", f"One-time login link: {link}", ctx.now)])
+
+
+def _log_task_output(ctx):
+    """hosting_tasks_extra's tasks show what drush (or the health check) said in the task log:
+    the `output` lines each site's run reported (a batch's server events are shared)."""
+    lines = [str(x) for x in ctx.result.result.get("output") or []]
+    if lines:
+        jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", "\n".join(lines)[:60000], ctx.now)])
+
+
+for _type in sorted(DRUSH_TASK_TYPES | {"update", "site_health_check", "sync"}):
+    on("site", _type)(_log_task_output)
+    on("site", _type, "failure")(_log_task_output)
+on("server", "flush_drush_cache")(_log_task_output)
+on("server", "flush_drush_cache", "failure")(_log_task_output)
 
 
 # -- platforms ---------------------------------------------------------------------------
@@ -307,6 +337,39 @@ def _platform_locked(ctx):
 @on("platform", "unlock")
 def _platform_unlocked(ctx):
     ctx.update_target(m.HostingPlatform, status=m.PLATFORM_ENABLED)
+
+
+@on("platform", "migrate")
+def _platform_migrated(ctx):
+    """As hosting_migrate's platform form (a frontend batch): one site migrate task per
+    enabled site of the platform, to the target platform, each site keeping its uri and
+    database server; a site with a migrate already queued is left alone."""
+    from aegir_ansible.frontend import Frontend
+
+    target = ctx.conn.execute(select(m.HostingTaskArgument.value).where(
+        m.HostingTaskArgument.vid == ctx.task.vid,
+        m.HostingTaskArgument.name == "target_platform")).scalar()
+    hs = m.HostingSite
+    sites = ctx.conn.execute(
+        select(m.HostingContext.name, hs.db_server).join(m.Node, m.Node.nid == m.HostingContext.nid)
+        .join(hs, hs.vid == m.Node.vid)
+        .where(hs.platform == ctx.task.rid, hs.status == m.SITE_ENABLED).order_by(m.Node.nid)).all()
+    waiting = set(ctx.conn.execute(
+        select(m.HostingContext.name).join(m.HostingTask, m.HostingTask.rid == m.HostingContext.nid)
+        .join(m.Node, m.Node.vid == m.HostingTask.vid)
+        .where(m.HostingContext.name.in_([n for n, _ in sites]), m.HostingTask.task_type == "migrate",
+               m.HostingTask.task_status == m.TASK_QUEUED)).scalars()) if sites else set()
+    queued = []
+    with Session(bind=ctx.conn) as session:
+        fe = Frontend(session, uid=0)
+        for name, db_server in sites:
+            if name not in waiting:
+                fe.add_task("migrate", name, {"target_platform": str(target or ""), "new_uri": "",
+                                              "new_db_server": str(db_server or 0)})
+                queued.append(name)
+        session.flush()
+    jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", f"Queued a migrate task for {len(queued)} "
+                                         f"site(s): {', '.join(queued) or 'none'}.", ctx.now)])
 
 
 @on("platform", "delete")
