@@ -249,9 +249,9 @@ def _site_cloned(ctx):
     db_server = str(r.get("db_server") or "") or src.db_server
     from aegir_ansible.validation import InputError
 
-    savepoint = ctx.conn.begin_nested()
     try:
-        with Session(bind=ctx.conn) as session:
+        # Its own savepoint: a refused site rolls back its rows only, not the whole outcome.
+        with Session(bind=ctx.conn, join_transaction_mode="create_savepoint") as session:
             fe = Frontend(session, uid=0)
             kw = {"cron_interval": interval} if interval is not None else {}
             nid = fe.add_site(
@@ -264,9 +264,8 @@ def _site_cloned(ctx):
             session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
                 verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
                 **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
-            session.flush()
+            session.commit()  # releases the savepoint; the outcome's transaction commits it
     except (InputError, SQLAlchemyError) as exc:
-        savepoint.rollback()
         if isinstance(exc, SQLAlchemyError) and (jobs.is_disconnect(exc) or jobs.is_retryable(exc)):
             raise  # transient: the whole outcome is written again
         # Made on the server, unknown to the frontend: the worker removes it (clone-rollback)
@@ -279,8 +278,6 @@ def _site_cloned(ctx):
                                f"not be recorded: {why}. It is rolled back.", ctx.now)])
         ctx.result.status = m.TASK_ERROR
         ctx.result.rollback = dict(r)
-    else:
-        savepoint.commit()
 
 
 @on("site", "update")
