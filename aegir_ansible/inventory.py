@@ -20,7 +20,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Bundle, Session
 
 from .db import models as m
-from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteDatabase, SiteSettings
+from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteDatabase, SiteHostName, SiteSettings
 from .queries import SiteClaims, is_reserved_db_name, isolation_conflicts
 
 SERVER_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
@@ -272,7 +272,7 @@ def build_inventory(session: Session) -> InventoryData:
     conflicts = isolation_conflicts(
         [SiteClaims(s["nid"], s["vars"]["aegir_site_uri"], s["vars"]["aegir_site_aliases"],
                     s["db_server"], s["vars"]["aegir_site_db_name"]) for s in sites.values()],
-        db_owners)
+        db_owners, dict(session.execute(select(SiteHostName.name, SiteHostName.nid)).all()))
     for site in sites.values():
         hv, nid = site["vars"], site["nid"]
         hv["aegir_site_conflicts"] = conflicts.names.get(nid, [])

@@ -186,12 +186,14 @@ class Conflicts:
     db: dict[int, list[str]] = field(default_factory=dict)
 
 
-def isolation_conflicts(sites: list[SiteClaims], db_owners: dict[tuple[int, str], int]) -> Conflicts:
+def isolation_conflicts(sites: list[SiteClaims], db_owners: dict[tuple[int, str], int],
+                        name_owners: dict[str, int] | None = None) -> Conflicts:
     """Host names and databases claimed by more than one live site.
 
-    A name that is one site's uri stays that site's: the others naming it (as an alias) are in
-    conflict. A name several sites have only as alias (or as uri: raw rows) is nobody's: all of
-    them are in conflict, since the backend cannot tell who is right. A database (db server,
+    A name stays the site's that was last served under it by a successful task (`name_owners`,
+    {name: site nid}); failing that, the site whose uri it is; the others naming it are in
+    conflict. A name no claimant holds that way is nobody's: all of them are in conflict, since
+    the backend cannot tell who is right. A database (db server,
     name) recorded in `db_owners` ({(db_server, db_name): site nid}) is its recorder's; else one
     named by several live sites is nobody's; a reserved name is never a site's."""
     out = Conflicts()
@@ -207,15 +209,16 @@ def isolation_conflicts(sites: list[SiteClaims], db_owners: dict[tuple[int, str]
         if len(nids) < 2:
             continue
         uri_owners = {nid for nid, kind in who if kind == "uri"}
-        keeper = next(iter(uri_owners)) if len(uri_owners) == 1 else None
+        keeper = (name_owners or {}).get(name)
+        if keeper not in nids:
+            keeper = next(iter(uri_owners)) if len(uri_owners) == 1 else None
         for nid, kind in who:
             if nid == keeper:
                 continue
             others = sorted({by_nid[o].uri for o, _k in who if o != nid})
             out.names.setdefault(nid, []).append(
                 f"{kind} {name!r} is already used by site {', '.join(map(repr, others))}")
-            if kind == "alias":
-                out.contested.setdefault(nid, set()).add(name)
+            out.contested.setdefault(nid, set()).add(name)
     users: dict[tuple[int, str], list[int]] = defaultdict(list)
     for s in sites:
         if s.db_name:

@@ -92,3 +92,12 @@ class SiteDatabase(BackendBase):
     def host_list(self) -> list[str]:
         hosts = json.loads(self.hosts or "[]")
         return [str(h) for h in hosts] if isinstance(hosts, list) else []
+
+
+class SiteHostName(BackendBase):
+    """A host name (uri or alias) a site was last served under by a successful task: the site
+    keeps it when another live site's row claims it too."""
+
+    __tablename__ = "aegir_ansible_site_name"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    nid: Mapped[int] = mapped_column(Integer, nullable=False, index=True)

@@ -130,9 +130,31 @@ def record_site_db(conn, site_nid: int, db_server: int | None, result: dict, now
         hosts=json.dumps(sorted({str(h) for h in hosts})), created=now))
 
 
+def record_site_names(conn, site_nid: int, names) -> None:
+    """Record the host names a site was just served under (its uri and aliases as the run had
+    them): it keeps them if another site's row claims one later."""
+    from aegir_ansible.db.backend import SiteHostName
+
+    names = sorted({str(n).lower() for n in names if n})
+    conn.execute(delete(SiteHostName).where(SiteHostName.nid == site_nid))
+    if not names:
+        return
+    others = set(conn.execute(select(SiteHostName.name).where(
+        SiteHostName.name.in_(names), SiteHostName.nid != site_nid)).scalars())
+    rows = [{"name": n, "nid": site_nid} for n in names if n not in others]
+    if rows:
+        conn.execute(insert(SiteHostName), rows)
+
+
+def _served_names(ctx) -> list:
+    facts = ctx.result.facts
+    return [facts.get("aegir_site_uri"), *(facts.get("aegir_site_aliases") or [])]
+
+
 @on("site", "install")
 def _site_installed(ctx):
     record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server), ctx.result.result, ctx.now)
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, status=m.SITE_ENABLED, verified=ctx.now, **_db_name(ctx))
 
 
@@ -148,6 +170,7 @@ def _site_install_failed(ctx):
 
 @on("site", "verify")
 def _site_verified(ctx):
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, verified=ctx.now, **_db_name(ctx))
 
 
@@ -158,20 +181,23 @@ def _site_verify_failed(ctx):
 
 @on("site", "disable")
 def _site_disabled(ctx):
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, status=m.SITE_DISABLED)
 
 
 @on("site", "enable")
 def _site_enabled(ctx):
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, status=m.SITE_ENABLED)
 
 
 @on("site", "delete")
 def _site_deleted(ctx):
-    from aegir_ansible.db.backend import SiteDatabase
+    from aegir_ansible.db.backend import SiteDatabase, SiteHostName
 
     ctx.update_target(m.HostingSite, status=m.SITE_DELETED)
     ctx.conn.execute(delete(SiteDatabase).where(SiteDatabase.nid == ctx.task.rid))
+    ctx.conn.execute(delete(SiteHostName).where(SiteHostName.nid == ctx.task.rid))
     ctx.conn.execute(delete(m.HostingPackageInstance).where(
         m.HostingPackageInstance.rid == ctx.task.rid))
     ctx.remove_context()
@@ -237,6 +263,8 @@ def _site_migrated(ctx):
         values["db_name"] = str(r["db_name"])[:64]
     ctx.update_target(m.HostingSite, **values)
     record_site_db(ctx.conn, ctx.task.rid, db_server or ctx.current(m.HostingSite.db_server), r, ctx.now)
+    record_site_names(ctx.conn, ctx.task.rid, [r.get("uri") or ctx.result.facts.get("aegir_site_uri"),
+                                               *(r.get("aliases") or ctx.result.facts.get("aegir_site_aliases") or [])])
     vid = ctx.target_vid
     old_uri = ctx.conn.execute(select(m.Node.title).where(m.Node.nid == ctx.task.rid)).scalar()
     new_uri = str(r.get("uri") or "")
@@ -304,6 +332,7 @@ def _site_cloned(ctx):
             **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
         session.flush()
         record_site_db(session.connection(), nid, session.get(m.HostingSite, vid).db_server, r, ctx.now)
+        record_site_names(session.connection(), nid, [r["uri"], *(r.get("aliases") or [])])
 
 
 @on("site", "login-reset")
