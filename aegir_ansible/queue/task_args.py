@@ -108,7 +108,7 @@ def resolve(session: Session, task: TaskRow, args: dict[str, str]) -> dict:
         raise ArgumentError("clone needs a new uri (argument new_uri)")
     if new_uri:
         new_uri = _uri(new_uri, "new uri")
-        if new_uri != current:
+        if new_uri != current or tt == "clone":
             from aegir_ansible.frontend import Frontend
 
             owner = Frontend(session).site_owning([new_uri]).get(new_uri)

@@ -6,6 +6,7 @@ password untouched. Tests run in order (module-scoped frontend)."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -79,8 +80,9 @@ def test_alias_equal_to_another_sites_uri_fails_the_install(fe):
     log = fe.log_text(install)
     assert f"{A!r}" in log and "already" in log, log
     _serves(fe, A)
-    sites_php = (fe.roots["nginx"] + "/sites/sites.php")
-    assert f"'{A}'" not in open(sites_php).read() or f"=> '{B}'" not in open(sites_php).read()
+    sites_php = Path(fe.roots["nginx"], "sites", "sites.php")
+    text = sites_php.read_text() if sites_php.exists() else ""
+    assert f"$sites['{A}'] = '{B}';" not in text and f"$sites['www.{A}'] = '{B}';" not in text, text
 
 
 def test_verify_batch_fails_the_colliding_site_alone(fe):
@@ -186,3 +188,25 @@ def test_delete_drops_only_what_the_backend_created(fe, test_db_server):
     finally:
         for host in test_db_server.user_hosts(name):
             test_db_server.drop_user(name, host)
+
+
+def test_delete_of_a_database_not_recorded_as_the_sites_fails_before_removing_anything(fe, test_db_server):
+    """A site whose database the backend has no record of (say hosting_site.db_name was pointed
+    at another application's database): delete refuses it first, so the site still serves."""
+    other = f"iother{TOK}"
+    test_db_server.create_database(other, other, "other-password", grant_host="127.0.0.1")
+    try:
+        _node, site, _ = fe.site(C)
+        _set_db_name(fe, C, other)
+        delete = fe.task("delete", C)
+        fe.run_queue()
+        assert fe.status(delete) == m.TASK_ERROR, fe.log_text(delete)
+        assert "is not this site's" in fe.log_text(delete)
+        assert test_db_server.database_exists(other) and test_db_server.user_hosts(other) == ["127.0.0.1"]
+        assert test_db_server.can_login(other, "other-password", other)
+        fe.servers["nginx"].wait_for_http(C, contains=f"Welcome to {C}")
+        _set_db_name(fe, C, site.db_name)
+    finally:
+        test_db_server.drop_database(other)
+        for host in test_db_server.user_hosts(other):
+            test_db_server.drop_user(other, host)
