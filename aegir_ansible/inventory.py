@@ -12,6 +12,7 @@ wraps them as untrusted (`__ansible_unsafe`), the plugin leaves them untrusted.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -298,30 +299,32 @@ def _db_record(rec: SiteDatabase | None, db_server: int, db: dict | None) -> dic
 DB_NAME_CANDIDATES = 10
 
 
-def _db_name_candidates(uri: str, db_server: int, taken: set) -> list[str]:
-    """Further names for a site that has none recorded yet, in order, for the role to take the
-    first that does not exist on the db server (provision's suffixes)."""
+def _db_names(uri: str):
+    """Provision's database names for a uri, in order: the uri without a leading 'www.', dots
+    and dashes removed, 16 characters; then '<first 15-len(i)>_<i>' for i < 100."""
     base = re.sub(r"[.\-]", "", uri.removeprefix("www."))[:16]
-    out = []
+    yield base
     for i in range(1, 100):
-        candidate = f"{base[:15 - len(str(i))]}_{i}"
-        if (db_server, candidate) not in taken and not is_reserved_db_name(candidate):
-            out.append(candidate)
-            if len(out) == DB_NAME_CANDIDATES:
-                break
-    return out
+        yield f"{base[:15 - len(str(i))]}_{i}"
+
+
+def _free_db_names(uri: str, db_server: int, taken: set):
+    return (n for n in _db_names(uri) if (db_server, n) not in taken and not is_reserved_db_name(n))
+
+
+def _db_name_candidates(uri: str, db_server: int, taken: set) -> list[str]:
+    """Further names for a site that has none recorded yet, for the role to take the first that
+    does not exist on the db server (install's choose_name)."""
+    return list(itertools.islice(_free_db_names(uri, db_server, taken), DB_NAME_CANDIDATES))
 
 
 def _suggest_db_name(uri: str, db_server: int, taken: set) -> str:
-    """A database name for a site that has none yet, as provision chooses it: the uri
-    without a leading 'www.', dots and dashes removed, 16 characters; if taken on that db
-    server or reserved (mysql, root, ...), '<first 15-len(i)>_<i>'. The queue records it in
+    """A database name for a site that has none yet, as provision chooses it (_db_names), the
+    first not taken on that db server nor reserved (mysql, root, ...). The queue records it in
     hosting_site.db_name."""
-    base = re.sub(r"[.\-]", "", uri.removeprefix("www."))[:16]
-    candidate, i = base, 0
-    while (db_server, candidate) in taken or is_reserved_db_name(candidate):
-        i += 1
-        candidate = f"{base[:15 - len(str(i))]}_{i}"
+    candidate = next(_free_db_names(uri, db_server, taken), None)
+    if candidate is None:  # 100 names taken: the role refuses what exists
+        candidate = next(_db_names(uri))
     taken.add((db_server, candidate))
     return candidate
 
