@@ -12,6 +12,7 @@ wraps them as untrusted (`__ansible_unsafe`), the plugin leaves them untrusted.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Bundle, Session
 
 from .db import models as m
-from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteSettings
+from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteDatabase, SiteHostName, SiteSettings
+from .queries import SiteClaims, is_reserved_db_name, isolation_conflicts
 from .validation import InputError, check_context_name, check_host_address
 
 SERVER_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
@@ -233,6 +235,10 @@ def build_inventory(session: Session) -> InventoryData:
         .order_by(m.Node.nid)
     ))
     taken_db_names = {(r[4].db_server, r[4].db_name) for r in site_rows if r[4].db_name}
+    # The databases this backend recorded as a site's own (created, or taken over on proof).
+    db_records = {rec.nid: rec for rec in session.execute(select(SiteDatabase)).scalars()}
+    db_owners = {(rec.db_server, rec.db_name): rec.nid for rec in db_records.values()}
+    taken_db_names |= set(db_owners)
     for nid, vid, name, title, site, profile, client, cron_interval in site_rows:
         platform = platforms.get(site.platform)
         why = _refusal(name) or rejected_servers.get(site.db_server)
@@ -265,8 +271,13 @@ def build_inventory(session: Session) -> InventoryData:
             "aegir_site_db_host": db["vars"].get("aegir_db_host", "") if db else "",
             "aegir_site_db_port": int(db_service.get("port") or 3306),
             "aegir_site_db_name": site.db_name or _suggest_db_name(title, site.db_server, taken_db_names),
+            "aegir_site_db_record": _db_record(db_records.get(nid), site.db_server, db),
+            "aegir_site_db_name_candidates": [] if site.db_name else _db_name_candidates(
+                title, site.db_server, taken_db_names),
+            "aegir_site_conflicts": [],
+            "aegir_site_db_conflicts": [],
         })
-        sites[vid] = {"name": name, "vars": hv}
+        sites[vid] = {"name": name, "vars": hv, "nid": nid, "db_server": site.db_server}
         inv.hosts[name] = hv
         inv.add("aegir_sites", name)
         inv.add(group_name("aegir_server", platform["server"]["name"]), name)
@@ -289,18 +300,63 @@ def build_inventory(session: Session) -> InventoryData:
         if redirection and redirection != "0":
             site["vars"]["aegir_site_redirection"] = redirection
 
+    # 8. names and databases two live sites may not share: recorded on the sites, and a
+    # contested alias is served by none of them (a playbook run by hand cannot take it over).
+    conflicts = isolation_conflicts(
+        [SiteClaims(s["nid"], s["vars"]["aegir_site_uri"], s["vars"]["aegir_site_aliases"],
+                    s["db_server"], s["vars"]["aegir_site_db_name"]) for s in sites.values()],
+        db_owners, dict(session.execute(select(SiteHostName.name, SiteHostName.nid)).all()))
+    for site in sites.values():
+        hv, nid = site["vars"], site["nid"]
+        hv["aegir_site_conflicts"] = conflicts.names.get(nid, [])
+        hv["aegir_site_db_conflicts"] = conflicts.db.get(nid, [])
+        contested = conflicts.contested.get(nid)
+        if contested:
+            hv["aegir_site_aliases"] = [a for a in hv["aegir_site_aliases"] if a.lower() not in contested]
+            if hv["aegir_site_redirection"].lower() in contested:
+                hv["aegir_site_redirection"] = ""
+
     return inv
 
 
-def _suggest_db_name(uri: str, db_server: int, taken: set) -> str:
-    """A database name for a site that has none yet, as provision chooses it: the uri
-    without a leading 'www.', dots and dashes removed, 16 characters; if taken on that db
-    server, '<first 15-len(i)>_<i>'. The queue records it in hosting_site.db_name."""
+def _db_record(rec: SiteDatabase | None, db_server: int, db: dict | None) -> dict:
+    """What the backend recorded as the site's own database, if it is on the site's current
+    db server: {name, user, host (the db server's address), hosts (the user's hosts)}."""
+    if rec is None or rec.db_server != db_server or db is None:
+        return {}
+    return {"name": rec.db_name, "user": rec.db_user,
+            "host": db["vars"].get("aegir_db_host", ""), "hosts": rec.host_list()}
+
+
+DB_NAME_CANDIDATES = 10
+
+
+def _db_names(uri: str):
+    """Provision's database names for a uri, in order: the uri without a leading 'www.', dots
+    and dashes removed, 16 characters; then '<first 15-len(i)>_<i>' for i < 100."""
     base = re.sub(r"[.\-]", "", uri.removeprefix("www."))[:16]
-    candidate, i = base, 0
-    while (db_server, candidate) in taken:
-        i += 1
-        candidate = f"{base[:15 - len(str(i))]}_{i}"
+    yield base
+    for i in range(1, 100):
+        yield f"{base[:15 - len(str(i))]}_{i}"
+
+
+def _free_db_names(uri: str, db_server: int, taken: set):
+    return (n for n in _db_names(uri) if (db_server, n) not in taken and not is_reserved_db_name(n))
+
+
+def _db_name_candidates(uri: str, db_server: int, taken: set) -> list[str]:
+    """Further names for a site that has none recorded yet, for the role to take the first that
+    does not exist on the db server (install's choose_name)."""
+    return list(itertools.islice(_free_db_names(uri, db_server, taken), DB_NAME_CANDIDATES))
+
+
+def _suggest_db_name(uri: str, db_server: int, taken: set) -> str:
+    """A database name for a site that has none yet, as provision chooses it (_db_names), the
+    first not taken on that db server nor reserved (mysql, root, ...). The queue records it in
+    hosting_site.db_name."""
+    candidate = next(_free_db_names(uri, db_server, taken), None)
+    if candidate is None:  # 100 names taken: the role refuses what exists
+        candidate = next(_db_names(uri))
     taken.add((db_server, candidate))
     return candidate
 

@@ -6,6 +6,10 @@ row.
 
 from __future__ import annotations
 
+import functools
+from collections import defaultdict
+from dataclasses import dataclass, field
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -141,3 +145,117 @@ def count_tasks_by_status(session: Session) -> dict[str, int]:
         .group_by(m.HostingTask.task_status)
     )
     return {m.TASK_STATUS_NAMES.get(st, str(st)): n for st, n in rows}
+
+
+# -- tenant isolation: host names and databases no two live sites may share --------------------
+
+@functools.cache
+def reserved_db_names() -> frozenset[str]:
+    """The database server's own schema and account names (lower-cased), from the one list in
+    roles/aegir_db/vars/main.yml that the role checks too."""
+    import yaml
+
+    from .paths import project_root
+
+    doc = yaml.safe_load((project_root() / "roles" / "aegir_db" / "vars" / "main.yml").read_text())
+    return frozenset(str(n).lower() for n in doc["__aegir_db_reserved_names"])
+
+
+def is_reserved_db_name(name: str) -> bool:
+    return name.lower() in reserved_db_names()
+
+
+@dataclass
+class SiteClaims:
+    """What one live site claims: its host names and its database (db server nid, name)."""
+
+    nid: int
+    uri: str
+    aliases: list[str]
+    db_server: int
+    db_name: str
+
+
+@dataclass
+class Conflicts:
+    """Per site nid: why its host names or its database may not be used, and the aliases it
+    must not be served under (shared with another live site)."""
+
+    names: dict[int, list[str]] = field(default_factory=dict)
+    contested: dict[int, set[str]] = field(default_factory=dict)
+    db: dict[int, list[str]] = field(default_factory=dict)
+
+
+def isolation_conflicts(sites: list[SiteClaims], db_owners: dict[tuple[int, str], int],
+                        name_owners: dict[str, int] | None = None) -> Conflicts:
+    """Host names and databases claimed by more than one live site.
+
+    A name stays the site's that was last served under it by a successful task (`name_owners`,
+    {name: site nid}); failing that, the site whose uri it is; the others naming it are in
+    conflict. A name no claimant holds that way is nobody's: all of them are in conflict, since
+    the backend cannot tell who is right. A database (db server,
+    name) recorded in `db_owners` ({(db_server, db_name): site nid}) is its recorder's; else one
+    named by several live sites is nobody's; a reserved name is never a site's."""
+    out = Conflicts()
+    by_nid = {s.nid: s for s in sites}
+    claims: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for s in sites:
+        claims[s.uri.lower()].append((s.nid, "uri"))
+        for alias in dict.fromkeys(a.lower() for a in s.aliases):
+            if alias != s.uri.lower():
+                claims[alias].append((s.nid, "alias"))
+    for name, who in claims.items():
+        nids = {nid for nid, _kind in who}
+        if len(nids) < 2:
+            continue
+        uri_owners = {nid for nid, kind in who if kind == "uri"}
+        keeper = (name_owners or {}).get(name)
+        if keeper not in nids:
+            keeper = next(iter(uri_owners)) if len(uri_owners) == 1 else None
+        for nid, kind in who:
+            if nid == keeper:
+                continue
+            others = sorted({by_nid[o].uri for o, _k in who if o != nid})
+            out.names.setdefault(nid, []).append(
+                f"{kind} {name!r} is already used by site {', '.join(map(repr, others))}")
+            out.contested.setdefault(nid, set()).add(name)
+    users: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for s in sites:
+        if s.db_name:
+            users[(s.db_server, s.db_name)].append(s.nid)
+    for s in sites:
+        if not s.db_name:
+            continue
+        key = (s.db_server, s.db_name)
+        owner = db_owners.get(key)
+        if is_reserved_db_name(s.db_name):
+            why = "is reserved for the database server itself"
+        elif owner is not None and owner != s.nid:
+            why = f"belongs to site {by_nid[owner].uri!r}" if owner in by_nid else \
+                f"belongs to site #{owner}"
+        elif owner is None and len(users[key]) > 1:
+            why = "is also the database of site " + ", ".join(
+                repr(by_nid[o].uri) for o in users[key] if o != s.nid)
+        else:
+            continue
+        out.db.setdefault(s.nid, []).append(f"database {s.db_name!r} {why}")
+    return out
+
+
+# Site tasks that write a vhost or sites.php from the site's names, and those that touch its
+# database (create, alter, dump, import, drop) or write its credentials.
+NAME_TASKS = frozenset({"install", "verify", "enable", "disable", "clone", "migrate"})
+DB_TASKS = frozenset({"install", "verify", "backup", "restore", "delete", "clone", "migrate"})
+
+
+def isolation_refusal(task_type: str, site_vars: dict) -> str | None:
+    """Why a task may not run on a site (its inventory variables), or None."""
+    why = []
+    if task_type in NAME_TASKS:
+        why += site_vars.get("aegir_site_conflicts") or []
+    if task_type in DB_TASKS:
+        why += site_vars.get("aegir_site_db_conflicts") or []
+    if not why:
+        return None
+    return (f"Refused: {'; '.join(why)}. A site may only use host names and a database no other "
+            "live site uses; correct the site's aliases or database name in the frontend.")

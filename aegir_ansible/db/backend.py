@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Integer, String, Text, text
+from sqlalchemy import Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -70,3 +70,34 @@ class SiteSettings(BackendBase):
     cron_interval: Mapped[int] = mapped_column(
         Integer, nullable=False, default=DEFAULT_CRON_INTERVAL, server_default=text("3600")
     )
+
+
+# -- site database ownership (issue 12) -----------------------------------------------------
+
+class SiteDatabase(BackendBase):
+    """The database and user a site owns on its db server: created by this backend (install,
+    migrate, clone), or taken over after the site's own credentials logged in to them. Only
+    these are ever altered, dumped or dropped for the site, and the user only at `hosts`."""
+
+    __tablename__ = "aegir_ansible_site_db"
+    __table_args__ = (UniqueConstraint("db_server", "db_name", name="aegir_ansible_site_db_name"),)
+    nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    db_server: Mapped[int] = mapped_column(Integer, nullable=False)
+    db_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    db_user: Mapped[str] = mapped_column(String(80), nullable=False)
+    # JSON list of the hosts the user was created at.
+    hosts: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
+    created: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    def host_list(self) -> list[str]:
+        hosts = json.loads(self.hosts or "[]")
+        return [str(h) for h in hosts] if isinstance(hosts, list) else []
+
+
+class SiteHostName(BackendBase):
+    """A host name (uri or alias) a site was last served under by a successful task: the site
+    keeps it when another live site's row claims it too."""
+
+    __tablename__ = "aegir_ansible_site_name"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    nid: Mapped[int] = mapped_column(Integer, nullable=False, index=True)

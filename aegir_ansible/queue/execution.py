@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
 from aegir_ansible.inventory import build_inventory, script_output, unsafe
+from aegir_ansible.queries import isolation_refusal
 
 from . import rundirs, task_args
 from .events import LogWriter, classify, clean, event_host
@@ -340,6 +341,10 @@ class Execution:
                 self._fail(t, resolved[t.vid])
                 continue
             hv = inv.hosts[name]
+            refusal = isolation_refusal(t.task_type, hv) if t.target_type == "site" else None
+            if refusal:
+                self._fail(t, refusal)
+                continue
             hv.update(resolved[t.vid])
             hv.update(self.host_vars)
             self.result.tasks[t.nid].facts = {k: v for k, v in hv.items() if "password" not in k}

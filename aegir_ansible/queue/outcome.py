@@ -107,13 +107,70 @@ def _db_name(ctx: HookContext) -> dict:
     return {}
 
 
+def record_site_db(conn, site_nid: int, db_server: int | None, result: dict, now: int) -> None:
+    """Record the database and user a run ensured for a site (aegir_db reports db_name,
+    db_user, db_hosts) as the site's own: what a later delete may drop, and where."""
+    import json
+
+    from aegir_ansible.db.backend import SiteDatabase
+
+    name, hosts = result.get("db_name"), result.get("db_hosts")
+    if not name or not db_server or not isinstance(hosts, list):
+        return
+    other = conn.execute(select(SiteDatabase.nid).where(
+        SiteDatabase.db_server == db_server, SiteDatabase.db_name == str(name),
+        SiteDatabase.nid != site_nid)).scalar()
+    if other is not None:  # refused before the run; never move another site's record
+        log.warning("database %s is recorded for site %s: not recorded for %s", name, other, site_nid)
+        return
+    conn.execute(delete(SiteDatabase).where(SiteDatabase.nid == site_nid))
+    conn.execute(insert(SiteDatabase).values(
+        nid=site_nid, db_server=db_server, db_name=str(name)[:64],
+        db_user=str(result.get("db_user") or name)[:80],
+        hosts=json.dumps(sorted({str(h) for h in hosts})), created=now))
+
+
+def record_site_names(conn, site_nid: int, names) -> None:
+    """Record the host names a site was just served under (its uri and aliases as the run had
+    them): it keeps them if another site's row claims one later."""
+    from aegir_ansible.db.backend import SiteHostName
+
+    names = sorted({str(n).lower() for n in names if n})
+    conn.execute(delete(SiteHostName).where(SiteHostName.nid == site_nid))
+    if not names:
+        return
+    others = set(conn.execute(select(SiteHostName.name).where(
+        SiteHostName.name.in_(names), SiteHostName.nid != site_nid)).scalars())
+    rows = [{"name": n, "nid": site_nid} for n in names if n not in others]
+    if rows:
+        conn.execute(insert(SiteHostName), rows)
+
+
+def _served_names(ctx) -> list:
+    facts = ctx.result.facts
+    return [facts.get("aegir_site_uri"), *(facts.get("aegir_site_aliases") or [])]
+
+
 @on("site", "install")
 def _site_installed(ctx):
+    record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server), ctx.result.result, ctx.now)
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, status=m.SITE_ENABLED, verified=ctx.now, **_db_name(ctx))
+
+
+@on("site", "install", "failure")
+def _site_install_failed(ctx):
+    """A database the run created before failing is the site's: recorded, so that a retry uses
+    it again and a delete drops it."""
+    if ctx.result.result.get("db_hosts") is not None:
+        record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server),
+                       ctx.result.result, ctx.now)
+        ctx.update_target(m.HostingSite, **_db_name(ctx))
 
 
 @on("site", "verify")
 def _site_verified(ctx):
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, verified=ctx.now, **_db_name(ctx))
 
 
@@ -124,17 +181,23 @@ def _site_verify_failed(ctx):
 
 @on("site", "disable")
 def _site_disabled(ctx):
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, status=m.SITE_DISABLED)
 
 
 @on("site", "enable")
 def _site_enabled(ctx):
+    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
     ctx.update_target(m.HostingSite, status=m.SITE_ENABLED)
 
 
 @on("site", "delete")
 def _site_deleted(ctx):
+    from aegir_ansible.db.backend import SiteDatabase, SiteHostName
+
     ctx.update_target(m.HostingSite, status=m.SITE_DELETED)
+    ctx.conn.execute(delete(SiteDatabase).where(SiteDatabase.nid == ctx.task.rid))
+    ctx.conn.execute(delete(SiteHostName).where(SiteHostName.nid == ctx.task.rid))
     ctx.conn.execute(delete(m.HostingPackageInstance).where(
         m.HostingPackageInstance.rid == ctx.task.rid))
     ctx.remove_context()
@@ -199,6 +262,9 @@ def _site_migrated(ctx):
     if r.get("db_name"):
         values["db_name"] = str(r["db_name"])[:64]
     ctx.update_target(m.HostingSite, **values)
+    record_site_db(ctx.conn, ctx.task.rid, db_server or ctx.current(m.HostingSite.db_server), r, ctx.now)
+    record_site_names(ctx.conn, ctx.task.rid, [r.get("uri") or ctx.result.facts.get("aegir_site_uri"),
+                                               *(r.get("aliases") or ctx.result.facts.get("aegir_site_aliases") or [])])
     vid = ctx.target_vid
     old_uri = ctx.conn.execute(select(m.Node.title).where(m.Node.nid == ctx.task.rid)).scalar()
     new_uri = str(r.get("uri") or "")
@@ -264,6 +330,9 @@ def _site_cloned(ctx):
             session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
                 verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
                 **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
+            session.flush()
+            record_site_db(session.connection(), nid, session.get(m.HostingSite, vid).db_server, r, ctx.now)
+            record_site_names(session.connection(), nid, [r["uri"], *(r.get("aliases") or [])])
             session.commit()  # releases the savepoint; the outcome's transaction commits it
     except (InputError, SQLAlchemyError) as exc:
         if isinstance(exc, SQLAlchemyError) and (jobs.is_disconnect(exc) or jobs.is_retryable(exc)):

@@ -108,13 +108,13 @@ def resolve(session: Session, task: TaskRow, args: dict[str, str]) -> dict:
         raise ArgumentError("clone needs a new uri (argument new_uri)")
     if new_uri:
         new_uri = _uri(new_uri, "new uri")
-        if new_uri != current:
+        if new_uri != current or tt == "clone":
             from aegir_ansible.frontend import Frontend
 
             owner = Frontend(session).site_owning([new_uri]).get(new_uri)
             taken = session.execute(select(m.HostingContext.nid)
                                     .where(m.HostingContext.name == new_uri)).first()
-            if (owner and owner != current) or taken:
+            if (owner and (owner != current or tt == "clone")) or taken:
                 raise ArgumentError(f"uri {new_uri} is already used by site {owner or new_uri}")
         out["aegir_task_new_uri"] = new_uri
     if tt == "clone":
@@ -124,6 +124,13 @@ def resolve(session: Session, task: TaskRow, args: dict[str, str]) -> dict:
                 a = _uri(a, "alias")
                 if a != out.get("aegir_task_new_uri") and a not in aliases:
                     aliases.append(a)
+        if aliases:  # a clone's names are its own: no live site (the source either) has them
+            from aegir_ansible.frontend import Frontend
+
+            owners = Frontend(session).site_owning(aliases)
+            if owners:
+                raise ArgumentError("; ".join(f"alias {a} is already used by site {owners[a]}"
+                                              for a in aliases if a in owners))
         redirection = (args.get("redirection") or "").strip()
         if redirection in ("0",):
             redirection = ""

@@ -47,12 +47,14 @@ def test_create_grants_idempotent_and_absent(tmp_path, mysql_root, db_login, sit
     decoy = name.replace("_", "X")  # matches `at_...` if `_` were left a GRANT wildcard
     with mysql_root.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{decoy}`")
-        # A grant at a host that is not listed must be removed by the role.
+        # A grant at a host the backend created earlier (recorded: aegir_db_owned_hosts) that is
+        # no longer listed must be removed by the role.
         cur.execute("CREATE USER %s@'10.9.9.9' IDENTIFIED BY 'old'", (name,))
         cur.execute(f"GRANT ALL ON `{decoy}`.* TO %s@'10.9.9.9'", (name,))
     try:
         hosts = ["127.0.0.1", "localhost"]
-        r = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, hosts))
+        r = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, hosts,
+                                                           aegir_db_owned_hosts=["10.9.9.9"]))
         assert r.rc == 0 and r.changed > 0, r
         assert db_exists(mysql_root, name)
         assert user_hosts(mysql_root, name) == sorted(hosts)
@@ -75,17 +77,19 @@ def test_create_grants_idempotent_and_absent(tmp_path, mysql_root, db_login, sit
         again = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, hosts))
         assert again.rc == 0 and again.changed == 0, again
 
-        check = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, ["127.0.0.1"]),
-                         check=True)
+        check = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, ["127.0.0.1"],
+                                                               aegir_db_owned_hosts=hosts), check=True)
         assert check.rc == 0 and check.changed > 0, check
         assert user_hosts(mysql_root, name) == sorted(hosts)  # check mode changed nothing
 
-        fewer = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, ["127.0.0.1"]))
+        fewer = run_role(tmp_path, "aegir_db", extra=site_vars(db_login, name, password, ["127.0.0.1"],
+                                                               aegir_db_owned_hosts=hosts))
         assert fewer.rc == 0 and fewer.changed > 0, fewer
         assert user_hosts(mysql_root, name) == ["127.0.0.1"]
 
         gone = run_role(tmp_path, "aegir_db",
-                        extra=site_vars(db_login, name, "", ["127.0.0.1"], aegir_db_state="absent"))
+                        extra=site_vars(db_login, name, "", ["127.0.0.1"], aegir_db_state="absent",
+                                        aegir_db_owned_hosts=["127.0.0.1"]))
         assert gone.rc == 0 and gone.changed > 0, gone
         assert not db_exists(mysql_root, name)
         assert user_hosts(mysql_root, name) == []
