@@ -335,7 +335,7 @@ def _site_cloned(ctx):
             record_site_names(session.connection(), nid, [r["uri"], *(r.get("aliases") or [])])
             session.commit()  # releases the savepoint; the outcome's transaction commits it
     except (InputError, SQLAlchemyError) as exc:
-        if isinstance(exc, SQLAlchemyError) and (jobs.is_disconnect(exc) or jobs.is_retryable(exc)):
+        if isinstance(exc, SQLAlchemyError) and jobs.is_transient(exc):
             raise  # transient: the whole outcome is written again
         # Made on the server, unknown to the frontend: the worker removes it (clone-rollback)
         # and the task fails.
