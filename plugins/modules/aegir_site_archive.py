@@ -25,10 +25,21 @@ description:
     whose O(keep_files) are copied into the new one first."
   - "O(state=rollback): put RV(previous_path) back in place of O(site_path)."
   - "O(state=discard): remove O(previous_path) for good."
+  - "Every archive gets a manifest beside it, C(<archive>.manifest.json) (mode 0600): the site
+    it was made for (O(site_uri), O(site_nid)), its size and sha256. Only this backend writes
+    into the backups directory, so a frontend row naming a file cannot forge it."
+  - "O(state=check): succeed only if O(src) is an archive this backend made for this site: a
+    regular file directly inside O(backup_dir) (real paths, no symlink), with a manifest naming
+    this site (by O(site_nid) when both have one, else by O(site_uri)) and the archive's size.
+    Returns the manifest's RV(sha256), which O(state=deploy) then checks the archive against."
+  - "O(state=remove): remove O(src) and its manifest after the same check (an archive already
+    gone is not an error)."
+  - "O(state=clean): remove the site's temporary directories (C(.aegir-tmp-<site_uri>_*)) in
+    O(backup_dir) that nothing has touched for O(max_age) seconds: what a killed run left."
 options:
   state:
     type: str
-    choices: [archive, deploy, rollback, discard]
+    choices: [archive, deploy, rollback, discard, check, remove, clean]
     required: true
     description: What to do.
   site_path:
@@ -79,6 +90,29 @@ options:
   previous_path:
     type: path
     description: The previous directory (states rollback and discard).
+  backup_dir:
+    type: path
+    description: The backups directory of this server (states check, remove, clean).
+  site_uri:
+    type: str
+    description:
+      - "The site an archive belongs to: written into the manifest (archive), compared with it
+        (check, remove), the name of its temporary directories (clean)."
+  site_nid:
+    type: int
+    default: 0
+    description: The site's node id (0 = unknown), written into and compared with the manifest.
+  sha256:
+    type: str
+    description: "Deploy only an archive with this sha256 (from O(state=check))."
+  tmp_dir:
+    type: path
+    description: "Where the archive is written before it gets its name (archive; on the same
+      file system as O(dest)). Default: beside O(dest)."
+  max_age:
+    type: int
+    default: 86400
+    description: "Seconds without a change after which a temporary directory is stale (clean)."
   owner:
     type: str
     description: Owner of the archive (archive) or of every deployed file (deploy).
@@ -110,13 +144,24 @@ members:
   description: Number of archive members written or extracted.
   type: int
   returned: success
+sha256:
+  description: The archive's sha256 (archive, check).
+  type: str
+  returned: success
+removed:
+  description: The temporary directories removed (clean).
+  type: list
+  returned: success
 """
 
+import hashlib
+import json
 import os
 import secrets
 import shutil
 import stat
 import tarfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -125,10 +170,19 @@ try:  # installed as the aegir.hosting collection
 except ImportError:  # from this repository (ansible.cfg: module_utils = plugins/module_utils)
     from ansible.module_utils import aegir_site_common as common
 DUMP_NAME = "database.sql"
+MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = "aegir-ansible-backup/1"
+# A run's private temporary directory in the backups directory: TMP_PREFIX<uri>_<random>
+# ('_' is never part of a uri, so one site's prefix never matches another site's).
+TMP_PREFIX = ".aegir-tmp-"
 
 
 class ArchiveError(Exception):
     pass
+
+
+class NotOurs(ArchiveError):
+    """The archive a row names is not one this backend made for this site."""
 
 
 def strip_secrets(text, names):
@@ -223,7 +277,9 @@ def make_archive(module, p):
     if module.check_mode:
         return dict(changed=True, path=_free_name(dest), size=0, members=0)
     uid, gid = _ids(p["owner"], None)
-    tmp = os.path.join(ddir, ".%s.%s.part" % (os.path.basename(dest), secrets.token_hex(4)))
+    site_uri = common.check_hostname(p["site_uri"] or os.path.basename(site.rstrip("/")), "site uri")
+    tmp_dir = p["tmp_dir"] or ddir
+    tmp = os.path.join(tmp_dir, ".%s.%s.part" % (os.path.basename(dest), secrets.token_hex(4)))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     count = 0
     try:
@@ -267,14 +323,25 @@ def make_archive(module, p):
         if uid != -1:
             os.chown(tmp, uid, -1)
         os.chmod(tmp, 0o600)
-        dest = _publish(tmp, dest)
+        with open(tmp, "rb") as fh:
+            digest = _sha256(fh)
+        manifest = {"format": MANIFEST_FORMAT, "site_uri": site_uri, "site_nid": p["site_nid"] or None,
+                    "sha256": digest, "size": os.path.getsize(tmp), "created": int(time.time())}
+        dest = _publish(tmp, dest, manifest, uid)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    return dict(changed=True, path=dest, size=os.path.getsize(dest), members=count)
+    return dict(changed=True, path=dest, size=os.path.getsize(dest), members=count, sha256=digest)
+
+
+def _sha256(fh):
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _candidates(dest):
@@ -289,23 +356,154 @@ def _candidates(dest):
 def _free_name(dest):
     """The name _publish would take now (check mode)."""
     for name in _candidates(dest):
-        if not os.path.lexists(name):
+        if not os.path.lexists(name) and not os.path.lexists(name + MANIFEST_SUFFIX):
             return name
     raise ArchiveError("no free backup name beside %s" % dest)
 
 
-def _publish(tmp, dest):
-    """Give the finished archive its name without ever replacing a file: a hard link fails
-    when the name exists (another backup of the same second took it), then the next name
-    is tried. Returns the name taken; tmp is removed."""
+def _publish(tmp, dest, manifest, uid):
+    """Give the finished archive its name, then its manifest beside it, without ever
+    replacing a file: a hard link fails when the name exists (another backup of the same
+    second took it), then the next name is tried. Returns the name taken; tmp is removed."""
     for name in _candidates(dest):
+        if os.path.lexists(name + MANIFEST_SUFFIX):
+            continue
         try:
             os.link(tmp, name)
         except FileExistsError:
             continue
+        mtmp = "%s.%s.part" % (tmp, secrets.token_hex(4))
+        try:
+            data = json.dumps(dict(manifest, archive=os.path.basename(name)), sort_keys=True)
+            fd = os.open(mtmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            if uid != -1:
+                os.chown(mtmp, uid, -1)
+            os.link(mtmp, name + MANIFEST_SUFFIX)
+        except BaseException:
+            os.unlink(name)
+            raise
+        finally:
+            if os.path.lexists(mtmp):
+                os.unlink(mtmp)
         os.unlink(tmp)
         return name
     raise ArchiveError("no free backup name beside %s" % dest)
+
+
+def _names_site(manifest, site_uri, site_nid):
+    """A manifest names this site: by node id when both know one (a migrate may have
+    changed the uri), else by uri."""
+    nid = manifest.get("site_nid")
+    if site_nid and nid:
+        return isinstance(nid, int) and nid == site_nid
+    return manifest.get("site_uri") == site_uri
+
+
+def owned_archive(src, backup_dir, site_uri, site_nid):
+    """The manifest of src if src is an archive this backend made for this site; NotOurs
+    (the reason) otherwise. FileNotFoundError if src is gone."""
+    common.check_hostname(site_uri, "site uri")
+    name = os.path.basename(src)
+    if not name.endswith(".tar.gz") or name.startswith("."):
+        raise NotOurs("it is not named like a backup archive")
+    if os.path.realpath(os.path.dirname(src)) != os.path.realpath(backup_dir):
+        raise NotOurs("it is not in the backups directory %s of its server" % backup_dir)
+    st = os.lstat(src)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotOurs("it is not a regular file")
+    try:
+        mst = os.lstat(src + MANIFEST_SUFFIX)
+        if not stat.S_ISREG(mst.st_mode):
+            raise NotOurs("its manifest is not a regular file")
+        with open(src + MANIFEST_SUFFIX, "rb") as fh:
+            manifest = json.loads(fh.read(65536).decode("utf-8"))
+    except FileNotFoundError:
+        raise NotOurs("it has no backup manifest (this backend did not make it)")
+    except (ValueError, UnicodeDecodeError):
+        raise NotOurs("its manifest is not readable")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
+            or manifest.get("archive") != name:
+        raise NotOurs("its manifest does not describe it")
+    if not _names_site(manifest, site_uri, site_nid):
+        raise NotOurs("it was not made for this site (its manifest names another site)")
+    sha = manifest.get("sha256")
+    if manifest.get("size") != st.st_size or not isinstance(sha, str) or len(sha) != 64:
+        raise NotOurs("it changed since the backup was made")
+    return manifest
+
+
+def _owned(p, verb):
+    for key in ("src", "backup_dir", "site_uri"):
+        if not p[key]:
+            raise ArchiveError("src, backup_dir and site_uri are required for state=%s" % p["state"])
+    try:
+        return owned_archive(p["src"], p["backup_dir"], p["site_uri"], p["site_nid"])
+    except NotOurs as exc:
+        raise NotOurs("Refusing to %s %s: %s. Nothing was changed." % (verb, p["src"], exc))
+
+
+def check(module, p):
+    try:
+        manifest = _owned(p, "restore")
+    except FileNotFoundError:
+        raise ArchiveError("The backup %s does not exist on its server." % p["src"])
+    return dict(changed=False, sha256=manifest["sha256"], size=manifest["size"])
+
+
+def remove(module, p):
+    """Remove an archive of this site and its manifest (one already gone counts as removed)."""
+    src = p["src"]
+    try:
+        _owned(p, "remove")
+    except FileNotFoundError:
+        return dict(changed=False)
+    if not module.check_mode:
+        try:
+            os.unlink(src)
+        except OSError as exc:
+            raise ArchiveError("Could not remove %s (%s)" % (src, exc.strerror or exc))
+        try:
+            os.unlink(src + MANIFEST_SUFFIX)
+        except FileNotFoundError:
+            pass
+    return dict(changed=True)
+
+
+def _newest_change(path):
+    newest = os.lstat(path).st_mtime
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+            except FileNotFoundError:
+                pass
+    return newest
+
+
+def clean(module, p):
+    """Remove the site's temporary run directories nothing touched for max_age seconds."""
+    bdir, uri = p["backup_dir"], p["site_uri"]
+    if not bdir or not uri:
+        raise ArchiveError("backup_dir and site_uri are required for state=clean")
+    prefix = TMP_PREFIX + common.check_hostname(uri, "site uri") + "_"
+    if not os.path.isdir(bdir):
+        return dict(changed=False, removed=[])
+    removed = []
+    now = time.time()
+    for name in sorted(os.listdir(bdir)):
+        path = os.path.join(bdir, name)
+        if not name.startswith(prefix) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        if now - _newest_change(path) < p["max_age"]:
+            continue
+        removed.append(path)
+        if not module.check_mode:
+            rmtree(path)
+    return dict(changed=bool(removed), removed=removed)
 
 
 def _check_members(tar, site_path):
@@ -361,7 +559,21 @@ def deploy(module, p):
     if exists and (os.path.islink(site) or not os.path.isdir(site)):
         raise ArchiveError("%s is not a directory" % site)
     try:
-        tar = tarfile.open(src, "r:*")
+        raw = open(src, "rb")
+    except OSError as exc:
+        raise ArchiveError("cannot read backup %s: %s" % (src, exc))
+    with raw:
+        if p["sha256"] and _sha256(raw) != p["sha256"].lower():
+            raise ArchiveError("Refusing to restore %s: it does not match its manifest (changed since "
+                               "the backup was made). Nothing was changed." % src)
+        raw.seek(0)
+        return _deploy_from(module, p, raw, exists, parent)
+
+
+def _deploy_from(module, p, raw, exists, parent):
+    src, site = p["src"], p["site_path"]
+    try:
+        tar = tarfile.open(fileobj=raw, mode="r:*")
     except (tarfile.TarError, OSError) as exc:
         raise ArchiveError("cannot read backup %s: %s" % (src, exc))
     with tar:
@@ -457,7 +669,8 @@ def discard(module, p):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", required=True, choices=["archive", "deploy", "rollback", "discard"]),
+            state=dict(type="str", required=True,
+                       choices=["archive", "deploy", "rollback", "discard", "check", "remove", "clean"]),
             site_path=dict(type="path"),
             dest=dict(type="path"),
             src=dict(type="path"),
@@ -470,6 +683,12 @@ def main():
             replace=dict(type="bool", default=False),
             keep_files=dict(type="list", elements="str", default=[]),
             previous_path=dict(type="path"),
+            backup_dir=dict(type="path"),
+            site_uri=dict(type="str"),
+            site_nid=dict(type="int", default=0),
+            sha256=dict(type="str"),
+            tmp_dir=dict(type="path"),
+            max_age=dict(type="int", default=86400),
             owner=dict(type="str"),
             group=dict(type="str"),
         ),
@@ -478,18 +697,18 @@ def main():
     p = module.params
     try:
         handler = {"archive": make_archive, "deploy": deploy, "rollback": rollback,
-                   "discard": discard}[p["state"]]
+                   "discard": discard, "check": check, "remove": remove, "clean": clean}[p["state"]]
         result = handler(module, p)
-    except ArchiveError as exc:
+    except (ArchiveError, common.AegirValueError) as exc:
         module.fail_json(msg=str(exc))
     except (OSError, KeyError, tarfile.TarError) as exc:
         module.fail_json(msg="%s: %s" % (type(exc).__name__, exc))
     if module._diff and result.get("changed"):
-        result["diff"] = _path_diff(p)
+        result["diff"] = _path_diff(p, result)
     module.exit_json(**result)
 
 
-def _path_diff(p):
+def _path_diff(p, result):
     """Which paths this call makes appear, replaces or removes (contents are not shown:
     an archive may hold a site's private files)."""
     state = p["state"]
@@ -503,6 +722,11 @@ def _path_diff(p):
     if state == "rollback":
         return {"before": "%s\n" % p["site_path"],
                 "after": "%s (put back from %s)\n" % (p["site_path"], p["previous_path"])}
+    if state == "remove":
+        return {"before": "%s\n%s%s\n" % (p["src"], p["src"], MANIFEST_SUFFIX), "after": "",
+                "before_header": p["src"]}
+    if state == "clean":
+        return {"before": "".join("%s\n" % path for path in result["removed"]), "after": ""}
     return {"before": "%s\n" % p["previous_path"], "after": "",
             "before_header": p["previous_path"]}
 

@@ -58,8 +58,8 @@ def test_backup_archive(env):
     # No readable database password anywhere: not in the archive, not in the play output.
     assert password and password.encode() not in archive_bytes(archive)
     assert password not in result.stdout + result.stderr
-    # Nothing left behind in the backups directory but the archive.
-    assert sorted(p.name for p in env.backups("nginx").iterdir()) == [archive.name]
+    # Nothing left behind in the backups directory but the archive and its manifest.
+    assert sorted(p.name for p in env.backups("nginx").iterdir()) == [archive.name, f"{archive.name}.manifest.json"]
     env.last_archive = archive
 
 
@@ -81,7 +81,8 @@ def test_restore_after_damage(env):
     assert stat.S_IMODE(os.stat(site / "settings.php").st_mode) == 0o440
     assert password not in result.stdout
     assert not list(site.parent.glob(".aegir-*")), "staging or previous directories left"
-    assert sorted(p.name for p in env.backups("nginx").iterdir()) == [env.last_archive.name]
+    assert sorted(p.name for p in env.backups("nginx").iterdir()) == [
+        env.last_archive.name, f"{env.last_archive.name}.manifest.json"]
 
 
 def test_restore_without_settings_php(env):
