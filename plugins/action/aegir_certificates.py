@@ -102,9 +102,13 @@ class ActionModule(ActionBase):
                     "uri", "names", "source", "key_file", "cert_file", "chain_file", "challenge_dir",
                     "account_key", "server", "directory")}
                 result["due"][host].update(action=action, reason=res.get("msg", ""))
-                if e["source"] == "letsencrypt" and not result["accounts"]:
-                    # One ACME account (key) per server; the first due site names its settings.
-                    result["accounts"].append({k: e[k] for k in ("server", "account_key", "directory", "email")})
+                if e["source"] == "letsencrypt":
+                    # One ACME account (key) per server and directory.
+                    account = {k: e[k] for k in ("server", "account_key", "directory", "email")}
+                    account["id"] = "%s %s" % (server, e["directory"])
+                    result["due"][host]["account"] = account["id"]
+                    if account["id"] not in [a["id"] for a in result["accounts"]]:
+                        result["accounts"].append(account)
             elif action == "removed":
                 result["changed_sites"][host] = ["certificate removed"]
         return result

@@ -10,6 +10,7 @@ Python. Every value is validated: inventory values are data, never config or tem
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 HTTPS_STATES = ("disabled", "enabled", "required")
@@ -38,6 +39,10 @@ def https_values(common, get, site, srv):
     else:
         cert_dir = "%s/ssl.d/%s" % (srv["server_config_path"], site["uri"])
     letsencrypt_dir = "%s/letsencrypt.d" % srv["server_config_path"]
+    directory = get("aegir_https_acme_directory", "") or ""
+    # One account key per server and ACME directory (production and staging differ).
+    account_key = letsencrypt_dir + ("/account-%s.key" % hashlib.sha256(directory.encode()).hexdigest()[:12]
+                                     if directory else "/account.key")
     hsts = int(get(["aegir_vhost_https_hsts_max_age", "aegir_https_hsts_max_age"], 0) or 0)
     if hsts < 0:
         raise common.AegirValueError("aegir_https_hsts_max_age must be >= 0")
@@ -52,7 +57,7 @@ def https_values(common, get, site, srv):
         "chain_file": cert_dir + "/openssl_chain.crt",
         "letsencrypt_dir": letsencrypt_dir,
         "challenge_dir": letsencrypt_dir + "/well-known/acme-challenge",
-        "account_key": letsencrypt_dir + "/account.key",
+        "account_key": account_key,
         "hsts_max_age": hsts,
         "client_authentication": bool(get("aegir_site_https_client_authentication", False)),
         # Set by the caller from the certificate check: the files exist and parse.
