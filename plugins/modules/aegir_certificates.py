@@ -43,6 +43,9 @@ options:
 attributes:
   check_mode:
     support: full
+  diff_mode:
+    support: partial
+    details: With O(state=absent), the certificate directories that are (or would be) removed.
 """
 
 RETURN = r"""
@@ -141,7 +144,8 @@ def remove_site(module, site):
                 "msg": "kept %s: not marked as the certificate of %s" % (directory, site["uri"])}
     if not module.check_mode:
         shutil.rmtree(directory)
-    return {"ready": False, "action": "removed", "changed": True}
+    return {"ready": False, "action": "removed", "changed": True,
+            "diff": {"before_header": directory, "before": "certificate of %s\n" % site["uri"], "after": ""}}
 
 
 def main():
@@ -169,7 +173,9 @@ def main():
         except (OSError, KeyError, ValueError) as exc:
             results[site["host"]] = {"ready": False, "action": "failed", "changed": False,
                                      "msg": "%s: %s" % (site.get("uri"), exc)}
-    module.exit_json(changed=any(r.get("changed") for r in results.values()), sites=results)
+    diffs = [r.pop("diff") for r in results.values() if "diff" in r]
+    extra = {"diff": diffs} if diffs and module._diff else {}
+    module.exit_json(changed=any(r.get("changed") for r in results.values()), sites=results, **extra)
 
 
 if __name__ == "__main__":
