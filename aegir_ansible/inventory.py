@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Bundle, Session
 
+from . import https_vars
 from .db import models as m
 from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteDatabase, SiteHostName, SiteSettings
 from .queries import SiteClaims, is_reserved_db_name, isolation_conflicts
@@ -38,6 +39,7 @@ SERVER_VARS_INHERITED = (
     "aegir_clients_path", "aegir_http_service", "aegir_http_port", "aegir_http_listen_address",
     "aegir_http_test_cmd", "aegir_http_reload_cmd", "aegir_php_fastcgi",
     "aegir_db_grant_host", "aegir_ip_addresses",
+    "aegir_https_port", "aegir_https_certificate_service",
 )
 
 
@@ -152,6 +154,7 @@ def build_inventory(session: Session) -> InventoryData:
         if vid in by_vid:
             by_vid[vid]["db_admin"] = (user, passwd)
 
+    https_vars.add_server_vars(session, servers)
     for nid, server in list(servers.items()):
         hv = _server_vars(server)
         server["vars"] = hv
@@ -277,7 +280,8 @@ def build_inventory(session: Session) -> InventoryData:
             "aegir_site_conflicts": [],
             "aegir_site_db_conflicts": [],
         })
-        sites[vid] = {"name": name, "vars": hv, "nid": nid, "db_server": site.db_server}
+        sites[vid] = {"name": name, "vars": hv, "nid": nid, "db_server": site.db_server,
+                      "server": platform["server"]}
         inv.hosts[name] = hv
         inv.add("aegir_sites", name)
         inv.add(group_name("aegir_server", platform["server"]["name"]), name)
@@ -316,6 +320,8 @@ def build_inventory(session: Session) -> InventoryData:
             if hv["aegir_site_redirection"].lower() in contested:
                 hv["aegir_site_redirection"] = ""
 
+    # 9. https (hosting_https, or the older hosting_ssl): absent tables mean no https
+    https_vars.add_site_vars(session, servers, sites)
     return inv
 
 
@@ -368,7 +374,7 @@ def _server_vars(server: dict) -> dict:
     http = server["services"].get("http")
     db = server["services"].get("db")
     http_type = http["type"] if http else ""
-    http_type = {"nginx_ssl": "nginx", "apache_ssl": "apache"}.get(http_type, http_type)
+    http_type = https_vars.WEB_SERVER_OF_HTTP_TYPE.get(http_type, http_type)
     test_cmd, reload_cmd = s.http_commands(http_type)
     address = s.address or (server["ips"][0] if server["ips"] else server["title"])
     hv = {
@@ -393,6 +399,7 @@ def _server_vars(server: dict) -> dict:
         "aegir_php_fastcgi": s.php_fastcgi or "unix:/run/php/php-fpm.sock",
         "aegir_db_grant_host": s.db_grant_host or address,
         "aegir_ip_addresses": list(server["ips"]),
+        **server.get("https", {}),
     }
     if s.connection == "local":
         hv["ansible_connection"] = "local"

@@ -360,6 +360,57 @@ def bench_reverify(db: Database, size: dict, repeat: int, workdir: Path) -> list
     return rows
 
 
+def _enable_https(db: Database, fe: SshFrontend) -> None:
+    """Turn the frontend's server into an Aegir HTTPS server (https_nginx, self-signed
+    certificate service, port 443) and every site into https "required", as hostmaster's
+    hosting_https module writes it."""
+    from sqlalchemy import insert, update
+
+    from aegir_ansible.db import models as m
+
+    server = fe.nids["servers"][0]
+    with db.engine.begin() as c:
+        c.execute(update(m.HostingService).where(m.HostingService.vid == server,
+                                                 m.HostingService.service == "http")
+                  .values(type="https_nginx"))
+        c.execute(insert(m.HostingService).values(vid=server, nid=server, service="Certificate",
+                                                  type="SelfSigned", port=0, available=1))
+        c.execute(insert(m.HostingHttpsServer).values(vid=server, nid=server, https_port=443))
+        c.execute(insert(m.HostingHttpsSite), [
+            {"vid": n, "nid": n, "https_enabled": m.HTTPS_REQUIRED, "client_authentication": 0}
+            for n in fe.nids["sites"]])
+
+
+def bench_reverify_https(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """Re-verify of N https sites whose certificates are valid, next to the same N sites
+    without https: the certificates of all the sites of a server are checked in one module
+    call (aegir_certificates), so the difference stays one round trip per server."""
+    n = size["reverify_sites"]
+    fe = SshFrontend(db, n)
+    rows = []
+    try:
+        rows.append({"measure": f"re-verify https: setup, install-free bootstrap of {n} sites",
+                     "db": db.kind, "sites": n, "median_s": fe.bootstrap()})
+        sites = fe.nids["sites"]
+        plain = _project_way(db, sites, repeat, 1.0, f"https: project way, {n} sites without https")
+        rows.append(plain)
+        _enable_https(db, fe)
+        nids = synthetic.queue_tasks(db.engine, "verify", sites)
+        t = _queue_run(db)[0]
+        got = _task_outcomes(db, nids)
+        rows.append({"measure": f"re-verify https: setup, {n} self-signed certificates issued (one run)",
+                     "db": db.kind, "sites": n, "median_s": t, "tasks_ok": f"{got['success']}/{n}"})
+        https_row = _project_way(db, sites, repeat, 1.0,
+                                 f"https: project way, {n} https sites with valid certificates")
+        https_row["vs_without_https"] = https_row["median_s"] / plain["median_s"]
+        rows.append(https_row)
+    finally:
+        fe.close()
+    for r in rows:
+        r.pop("speedup_vs_naive", None)
+    return rows
+
+
 # -- 3. latency -------------------------------------------------------------------------------
 
 def _start_daemon(db: Database, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
@@ -539,7 +590,8 @@ def bench_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
              "growth_after_10pct_pct": round(100 * (end - warm) / warm, 1)}]
 
 
-MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify, "latency": bench_latency,
+MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify,
+                "reverify_https": bench_reverify_https, "latency": bench_latency,
                 "claims": bench_claims, "memory": bench_memory,
                 "flush_cache": catalogue.bench_flush_cache}
 

@@ -27,6 +27,8 @@ PACKAGES=(
     passwd
     mariadb-server
     mariadb-client
+    pebble
+    openssl
 )
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }

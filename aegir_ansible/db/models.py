@@ -251,4 +251,63 @@ class HostingTaskLog(AegirBase):
     __table_args__ = (Index("hosting_task_log_vid_lid", "vid", "lid"),)
 
 
+# -- HTTPS (hosting_https, "Aegir HTTPS") and its predecessor hosting_ssl ---------------------
+# Optional modules: a hostmaster without them has none of these tables, which means "no
+# https" (the inventory checks for the tables before reading them).
+HTTPS_DISABLED, HTTPS_ENABLED, HTTPS_REQUIRED = 0, 1, 2
+HTTPS_STATE_NAMES = {0: "disabled", 1: "enabled", 2: "required"}
+
+
+class HostingHttpsServer(AegirBase):
+    __tablename__ = "hosting_https_server"
+    vid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    nid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    https_port: Mapped[int] = _uint()
+
+
+class HostingHttpsSite(AegirBase):
+    __tablename__ = "hosting_https_site"
+    vid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    nid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    https_enabled: Mapped[int] = _uint()
+    client_authentication: Mapped[int] = mapped_column(
+        mysql.TINYINT(unsigned=True).with_variant(SmallInteger(), "sqlite"), nullable=False,
+        server_default=text("0"))
+    client_authentication_path: Mapped[str] = mapped_column(String(255), nullable=False, server_default="")
+
+
+class HostingSslServer(AegirBase):
+    __tablename__ = "hosting_ssl_server"
+    vid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    nid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    ssl_port: Mapped[int] = _uint()
+
+
+class HostingSslSite(AegirBase):
+    __tablename__ = "hosting_ssl_site"
+    vid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    nid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=False, server_default=text("0"))
+    ssl_enabled: Mapped[int] = _uint()
+    ssl_key: Mapped[int] = _uint()
+
+
+class HostingSslCert(AegirBase):
+    """An operator-provided certificate: ssl_key names its directory under config/ssl.d/."""
+
+    __tablename__ = "hosting_ssl_cert"
+    cid: Mapped[int] = mapped_column(UnsignedInt, primary_key=True, autoincrement=True)
+    ssl_key: Mapped[str] = mapped_column(MediumText, nullable=False)
+    client: Mapped[int] = _uint()
+    status: Mapped[int] = _uint()
+
+
+class HostingSslCertIp(AegirBase):
+    """No primary key in Drupal's schema; (cid, ip_address) only on the mapper."""
+
+    __tablename__ = "hosting_ssl_cert_ips"
+    cid: Mapped[int] = _uint()
+    ip_address: Mapped[int] = _uint()
+    __mapper_args__ = {"primary_key": [cid, ip_address]}
+
+
 AEGIR_TABLES = [t.name for t in AegirBase.metadata.sorted_tables]

@@ -36,17 +36,18 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 
-def _load_common():
-    """Load plugins/module_utils/aegir_site_common.py (shared with the module) by path."""
+def _load_common(name="aegir_site_common"):
+    """Load plugins/module_utils/<name>.py (shared with the module) by path."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "module_utils", "aegir_site_common.py")
-    spec = importlib.util.spec_from_file_location("_aegir_site_common_controller", path)
+                        "module_utils", name + ".py")
+    spec = importlib.util.spec_from_file_location("_%s_controller" % name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 common = _load_common()
+https = _load_common("aegir_https")
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
@@ -143,7 +144,7 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset((
         "plan", "server", "hosts", "part", "state", "templates", "site_dirs", "settings_mode",
         "allow_new_secrets", "return_secrets", "cron", "cron_state", "vhost_options", "lock_timeout",
-        "sites_php", "report", "results", "cron_result",
+        "sites_php", "report", "results", "cron_result", "certificates",
     ))
 
     def run(self, tmp=None, task_vars=None):
@@ -434,6 +435,11 @@ class ActionModule(ActionBase):
         if not tpl:
             raise AnsibleActionFail("templates.%s.%s is required" % (srv["service"], state))
         opts = dict(args.get("vhost_options") or {})
+        # HTTPS: the https blocks are written once the certificate check found the site's key
+        # and certificate (aegir_vhost _bulk.yml passes its result as `certificates`).
+        site["https"] = https.https_values(common, v.get, site, srv)
+        cert = plain((args.get("certificates") or {}).get(host) or {})
+        site["https"].update(ready=bool(cert.get("ready")), serial=str(cert.get("serial", "")))
         context = {"site": site, "server": srv, "options": opts, "state": state}
         entry["vhost"] = {"path": path, "state": "present", "content": template(tpl).render(context)}
         return entry

@@ -8,6 +8,7 @@ Fixtures:
   test_db_server   (session) TestDbServer: MariaDB 127.0.0.1:3306 + a session admin user
   make_platform    (session) factory make_platform(server, name) -> platform path
   run_playbook     (session) the tests.harness.ansible.run_playbook function
+  acme_server      (session) AcmeServer: Pebble (ACME test CA) + a DNS server for its validation
 
 Servers start once per session (well under a second) and stop at its end. Each session takes
 an exclusive slot (see servers.py), so parallel pytest runs or pytest-xdist workers get
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from . import ansible as _ansible
+from .acme import PEBBLE, AcmeServer
 from .db import TestDbServer
 from .platform import make_platform as _make_platform
 from .servers import APACHE, NGINX, SSHD, ServerSet, Slot, php_fpm_binary
@@ -96,3 +99,17 @@ def make_platform(test_servers):
 def run_playbook():
     """The playbook runner (see tests.harness.ansible.run_playbook)."""
     return _ansible.run_playbook
+
+
+@pytest.fixture(scope="session")
+def acme_server(test_servers):
+    """Pebble on loopback validating HTTP-01 on the servers' http port; its DNS server knows
+    only the names a test adds to `acme_server.dns.names` (name -> server address)."""
+    if not os.path.exists(PEBBLE):
+        pytest.fail("pebble is not installed: run scripts/install-system-deps.sh", pytrace=False)
+    any_server = next(iter(test_servers.values()))
+    acme = AcmeServer(Path(any_server.dir).parent, http_port=any_server.http_port)
+    try:
+        yield acme.start()
+    finally:
+        acme.stop()
