@@ -29,12 +29,14 @@ import threading
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from aegir_ansible.db import init_schema, make_engine, make_sessionmaker
 from aegir_ansible.db import models as m
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.queue import admin
+
+from .run import Database
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,22 +72,6 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _database(kind: str, workdir: Path):
-    if kind == "sqlite":
-        return f"sqlite:///{workdir / 'bench.sqlite'}", lambda: None
-    name = f"aegir_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    admin_engine = make_engine(kind)
-    with admin_engine.begin() as c:
-        c.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-
-    def drop():
-        with admin_engine.begin() as c:
-            c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin_engine.dispose()
-
-    return f"{kind.rstrip('/')}/{name}", drop
 
 
 def _world(url: str, tasks: int, bad: bool, silent_port: int) -> tuple[list[int], list[int]]:
@@ -139,7 +125,9 @@ def _left(engine, nids) -> int:
 
 def measure(db: str, tasks: int, runners: int, concurrency: int, bad: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="aegir-bench-bad-") as tmp:
-        url, drop = _database(db, Path(tmp))
+        # run.Database: a fresh SQLite file or MariaDB database, dropped afterwards.
+        database = Database("sqlite" if db == "sqlite" else "mysql", Path(tmp), db.rstrip("/"))
+        url = database.url
         silent = Silent()
         try:
             healthy, bad_tasks = _world(url, tasks, bad, silent.port)
@@ -167,7 +155,7 @@ def measure(db: str, tasks: int, runners: int, concurrency: int, bad: bool) -> d
                 engine.dispose()
         finally:
             silent.close()
-            drop()
+            database.close()
     return {"runners": runners, "concurrency": concurrency, "bad": bad,
             "healthy_tasks": len(healthy), "seconds": round(took, 2),
             "healthy_tasks_per_s": round(len(healthy) / took, 3),
