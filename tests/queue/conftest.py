@@ -44,7 +44,9 @@ class World:
         self.Session = make_sessionmaker(self.engine)
 
     def write(self, fn):
-        with self.Session() as s, s.begin():
+        # On SQLite the write lock is taken at BEGIN (as a claim does): a deferred transaction
+        # that reads, then writes while a runner commits, fails at once ("database is locked").
+        with self.Session(bind=self.engine.execution_options(sqlite_immediate=True)) as s, s.begin():
             return fn(Frontend(s))
 
     def server(self, host="web.local", **kw):
