@@ -28,19 +28,21 @@ _FEATURE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _load_site_files():
-    """plugins/action/aegir_site_files.py (its Vars and plain), loaded by path."""
+def _load_sites():
+    """plugins/plugin_utils/aegir_sites.py (Vars, plain), loaded by path (checkout or installed
+    collection)."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aegir_site_files.py")
-    spec = importlib.util.spec_from_file_location("_aegir_site_files_action", path)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "plugin_utils", "aegir_sites.py")
+    spec = importlib.util.spec_from_file_location("_aegir_sites_plugin_utils", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-_site_files = _load_site_files()
-Vars, plain = _site_files.Vars, _site_files.plain
+_sites = _load_sites()
+Vars, plain = _sites.Vars, _sites.plain
 
 
 def flag(args, name, default=False):
