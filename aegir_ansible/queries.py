@@ -158,7 +158,7 @@ def reserved_db_names() -> frozenset[str]:
     from .paths import project_root
 
     doc = yaml.safe_load((project_root() / "roles" / "aegir_db" / "vars" / "main.yml").read_text())
-    return frozenset(str(n).lower() for n in doc["__aegir_db_reserved_names"])
+    return frozenset(str(n).lower() for n in doc["_aegir_db_reserved_names"])
 
 
 def is_reserved_db_name(name: str) -> bool:
