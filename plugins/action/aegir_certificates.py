@@ -20,18 +20,18 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
+def _load_sites():
+    """plugins/plugin_utils/aegir_sites.py, loaded by path (checkout or installed collection)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "plugin_utils", "aegir_sites.py")
+    spec = importlib.util.spec_from_file_location("_aegir_sites_plugin_utils", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-site_files = _load(os.path.join(_HERE, "aegir_site_files.py"), "_aegir_site_files_action_for_certificates")
-common = site_files.common
-https = site_files.https
-plain = site_files.plain
+sites = _load_sites()
+common, https, plain = sites.common, sites.https, sites.plain
 
 
 class ActionModule(ActionBase):
@@ -50,21 +50,23 @@ class ActionModule(ActionBase):
         if state not in ("present", "absent"):
             raise AnsibleActionFail("state must be present or absent")
         hosts = [plain(h) for h in (args.get("hosts") or [])]
-        mine = [h for h in hosts if site_files.server_key(hostvars, h) == server]
+        mine = sites.by_server(hostvars, hosts, server)
         result.update(changed=False, ready={}, due={}, accounts=[], failed_sites={}, changed_sites={},
                       server=server)
         if not mine:
             result["skipped"] = True
             return result
-        values = site_files.ActionModule._server_values  # reuse: same validation as the vhosts
-        srv = values(self, site_files.Vars(hostvars, mine[0]))
+        try:  # the same values and validation as the vhosts
+            srv = sites.server_values(sites.Vars(hostvars, mine[0]))
+        except common.AegirValueError as exc:
+            raise AnsibleActionFail("%s: %s" % (mine[0], exc)) from exc
         entries = {}
         for host in mine:
-            v = site_files.Vars(hostvars, host)
+            v = sites.Vars(hostvars, host)
             try:
-                site = site_files.ActionModule._site_values(self, host, v)
+                site = sites.site_values(host, v)
                 h = https.https_values(common, v.get, site, srv)
-            except (common.AegirValueError, KeyError, TypeError, ValueError) as exc:
+            except sites.SITE_ERRORS as exc:
                 if state == "present" and (v.get("aegir_site_https", "disabled") or "disabled") != "disabled":
                     result["failed_sites"][host] = "%s: %s" % (host, exc)
                 continue

@@ -160,7 +160,8 @@ class ActionModule(ActionBase):
                     entries.append(self._vhost_entry(host, v, srv, args))
             except sites.SITE_ERRORS as exc:
                 entries.append({"host": host, "uri": host, "error": "%s: %s" % (host, exc)})
-            except Exception as exc:  # pylint: disable=broad-exception-caught -- a template error fails only its own site
+            # A template error fails only its own site.
+            except Exception as exc:  # pylint: disable=broad-exception-caught
                 entries.append({"host": host, "uri": host, "error": "%s: %s: %s" % (host, type(exc).__name__, exc)})
 
         module_args = {
@@ -275,4 +276,4 @@ class ActionModule(ActionBase):
 
 
 def _password(length):
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _i in range(length))

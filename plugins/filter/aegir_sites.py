@@ -138,7 +138,8 @@ def site_report(hosts, hostvars, results, cron_result=None):
         if cron_status:
             try:
                 key = sites.site_values(host, sites.Vars(hostvars, host))["uri"]
-            except Exception:  # noqa: BLE001 pylint: disable=broad-exception-caught -- a broken site has no cron job
+            # A site whose values do not validate has no cron job.
+            except Exception:  # noqa: BLE001 pylint: disable=broad-exception-caught
                 key = host
             status = cron_status.get(key)
             if status in ("added", "updated", "removed", "purged"):
