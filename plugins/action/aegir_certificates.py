@@ -31,7 +31,9 @@ def _load_sites():
 
 
 sites = _load_sites()
-common, https, plain = sites.common, sites.https, sites.plain
+common = sites.common
+https = sites.https
+plain = sites.plain
 
 
 class ActionModule(ActionBase):

@@ -42,7 +42,8 @@ def _load_sites():
 
 
 _sites = _load_sites()
-Vars, plain = _sites.Vars, _sites.plain
+Vars = _sites.Vars
+plain = _sites.plain
 
 
 def flag(args, name, default=False):

@@ -49,7 +49,10 @@ def _load_sites():
 
 
 sites = _load_sites()
-common, https, plain, Vars = sites.common, sites.https, sites.plain, sites.Vars
+common = sites.common
+https = sites.https
+plain = sites.plain
+Vars = sites.Vars
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PARTS = ("site", "vhost")
