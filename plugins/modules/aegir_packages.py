@@ -38,7 +38,8 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
+    details: It changes nothing, so there is never a diff to show.
 """
 
 EXAMPLES = r"""
