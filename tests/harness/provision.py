@@ -910,3 +910,25 @@ if (isset($_SERVER['db_name'])) {{
         session.flush()
         return nids
 
+
+    def write_backend_settings(self, session, nids: dict[str, int]) -> None:
+        """Step 5 of docs/migrating.md for this server: the aegir_ansible_server rows that
+        tell the backend how to reach the harness server (ssh as root with the session key)
+        and its db server (a local connection to MariaDB)."""
+        import json
+
+        from aegir_ansible.db.backend import ServerSettings
+
+        s = self.server
+        session.merge(ServerSettings(
+            nid=nids[self.server_context], connection="ssh", address=s.address, ssh_user=s.ssh_user,
+            ssh_port=s.ssh_port, ssh_private_key_file=str(s.ssh_private_key),
+            python_interpreter="/usr/bin/python3", aegir_root=s.aegir_root, script_user=s.script_user,
+            web_group=s.web_group, http_listen_address=s.address,
+            http_test_cmd=json.dumps(list(s.http_test_cmd)), http_reload_cmd=json.dumps(list(s.http_reload_cmd)),
+            php_fastcgi=s.php_fastcgi, db_grant_host=s.db_grant_host, db_host=self.db.host))
+        session.merge(ServerSettings(
+            nid=nids[self.db_context], connection="local", address=self.db.host,
+            python_interpreter="/usr/bin/python3", aegir_root=s.aegir_root, script_user=s.script_user,
+            db_host=self.db.host, db_grant_host=s.db_grant_host))
+        session.flush()

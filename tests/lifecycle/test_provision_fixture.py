@@ -220,3 +220,64 @@ def test_frontend_rows_match_the_disk(installs, frontend):
             assert enabled == [site.profile]
         n_sites = s.query(m.HostingSite).count()
         assert n_sites == sum(1 for _ in _sites(installs)) == 10
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 point 1 (not yet): the backend's server verify "
+                   "replaces provision's server config, whose vhost.d/<uri> files it does not "
+                   "include, and a site verify cannot find credentials in a cloaked settings.php")
+def test_the_switch_keeps_every_site_serving(installs, tmp_path):
+    """docs/migrating.md on this installation: hostmaster's rows, `aegir db init`, the servers'
+    connection settings (step 5), then server, platform and site verifies run by the queue
+    with the real playbooks. Every site must serve as before. Runs last: it rewrites the
+    servers' Aegir config."""
+    from aegir_ansible import paths
+    from aegir_ansible.db import init_schema
+    from aegir_ansible.frontend import Frontend
+    from aegir_ansible.queue.worker import Worker
+
+    url = f"sqlite:///{tmp_path / 'hostmaster.sqlite'}"
+    engine = make_engine(url)
+    m.AegirBase.metadata.create_all(engine)
+    Session = make_sessionmaker(engine)
+    try:
+        with Session() as s, s.begin():
+            nids = {}
+            for inst in installs.values():
+                nids[inst] = inst.write_frontend(s)
+        assert init_schema(engine)["existing_aegir"]
+        with Session() as s, s.begin():
+            for inst, ids in nids.items():
+                inst.write_backend_settings(s, ids)
+            for inst in installs.values():
+                Frontend(s).add_task("verify", inst.server_context)
+
+        def run_queue():
+            Worker(engine, once=True, install_signals=False, playbooks_dir=paths.playbooks_dir()).run()
+
+        run_queue()  # server verifies, then the platform verifies they queue
+        run_queue()
+        with Session() as s, s.begin():
+            for inst, site in _sites(installs):
+                Frontend(s).add_task("verify", site.uri)
+        run_queue()
+        before = {}
+        for inst, site in _sites(installs):
+            if site.enabled and not site.redirection:
+                status, body = inst.server.curl(site.uri)
+                before[site.uri] = (status, f"Database: {site.db_name}" in body)
+        with Session() as s:
+            tasks = s.execute(
+                select(m.HostingTask.nid, m.HostingTask.task_type, m.HostingContext.name, m.HostingTask.task_status)
+                .join(m.Node, m.Node.vid == m.HostingTask.vid)
+                .join(m.HostingContext, m.HostingContext.nid == m.HostingTask.rid)).all()
+            errors = {}
+            for nid, task_type, target, status in tasks:
+                if status != m.TASK_SUCCESS:
+                    last = s.execute(select(m.HostingTaskLog.message).where(
+                        m.HostingTaskLog.nid == nid, m.HostingTaskLog.type == "error",
+                        ~m.HostingTaskLog.message.like("Task failed after%"))
+                        .order_by(m.HostingTaskLog.lid.desc())).scalars().first()
+                    errors[f"{task_type} {target}"] = (last or "")[:200]
+        assert before and all(v == (200, True) for v in before.values()), (before, errors)
+    finally:
+        engine.dispose()
