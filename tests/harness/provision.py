@@ -428,8 +428,11 @@ class ProvisionInstall:
                     alias_text(plat.context, self.platform_alias(plat)), 0o440)
 
     def platform_options(self, plat: PPlatform) -> dict:
+        root = Path(plat.root)
+        profiles = sorted(p.name for d in ("core/profiles", "profiles") if (root / d).is_dir()
+                          for p in (root / d).iterdir() if (p / f"{p.name}.info.yml").is_file())
         return {
-            "profiles": sorted({"minimal", "standard"} | {s.profile for s in plat.sites}),
+            "profiles": profiles,
             "sites": [s.uri for s in plat.sites],
             "packages": {
                 "base": {"modules": [], "themes": [],
@@ -469,6 +472,8 @@ class ProvisionInstall:
                  enabled: bool = True, profile: str = "standard", client: str | None = None,
                  language: str = "en") -> PSite:
         """Install a site as provision-install does, then (if not enabled) disable it."""
+        if profile not in self.platform_options(plat)["profiles"]:
+            raise ValueError(f"no install profile {profile!r} on {plat.root}")
         db_name = suggest_db_name(uri, self._db_taken)
         site = PSite(uri=uri, platform=plat, aliases=list(aliases), redirection=redirection,
                      enabled=True, profile=profile, client=client, language=language,

@@ -30,6 +30,16 @@ def _php_json(inst, path: str, expr: str):
     return json.loads(proc.stdout)
 
 
+def _scanner():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "aegir_packages.py"
+    spec = importlib.util.spec_from_file_location("aegir_packages_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def installs(fresh_servers, test_db_server, make_platform):
     """On each server: platform 'D10 one' with four sites (plain with a client, aliases,
@@ -174,6 +184,10 @@ def test_alias_files_and_layout(installs):
             assert alias["root"] == plat.root and alias["web_server"] == f"@{inst.server_context}"
             rc = _php_json(inst, f"{plat.root}/sites/all/drush/drushrc.php", "$options")
             assert sorted(rc["sites"]) == sorted(s.uri for s in plat.sites)
+            # What provision recorded is what the codebase holds (the aegir_packages scanner).
+            scan = _scanner().scan_platform(plat.root)
+            assert rc["profiles"] == scan["profiles"] == ["minimal", "standard"]
+            assert sorted(scan["sites"]) == sorted(rc["sites"])
             assert stat.S_IMODE(os.stat(f"{plat.root}/sites/all/drush/drushrc.php").st_mode) == 0o444
             for site in plat.sites:
                 alias = _php_json(inst, str(drush / f"{site.uri}.alias.drushrc.php"),
