@@ -310,4 +310,15 @@ class HostingSslCertIp(AegirBase):
     __mapper_args__ = {"primary_key": [cid, ip_address]}
 
 
+# -- hosting_package_languages (H:package/hosting_package.install) ----------------------------
+# The languages of a package instance (install profiles' translations). Drupal gives it no
+# primary key; (iid, language) is declared only on the mapper.
+
+class HostingPackageLanguage(AegirBase):
+    __tablename__ = "hosting_package_languages"
+    iid: Mapped[int] = mapped_column(Integer, nullable=False)
+    language: Mapped[str] = mapped_column(String(12), nullable=False, server_default="")
+    __mapper_args__ = {"primary_key": [iid, language]}
+
+
 AEGIR_TABLES = [t.name for t in AegirBase.metadata.sorted_tables]

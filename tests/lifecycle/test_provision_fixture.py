@@ -1,0 +1,297 @@
+"""The provision fixture (tests/harness/provision.py) is a real Aegir 3 installation: the
+harness' nginx and Apache load provision's server config and vhosts, every site answers with
+the data of its own database, reached only with the credentials its vhost hands to PHP
+(cloaked settings.php), aliases go through sites.php, redirections and disabled sites behave
+as provision's vhosts make them, and the hostmaster rows describe the same installation."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from aegir_ansible.db import make_engine, make_sessionmaker
+from aegir_ansible.db import models as m
+from tests.harness.provision import ProvisionInstall
+
+pytestmark = pytest.mark.e2e
+
+
+def _php_json(inst, path: str, expr: str):
+    """Include a PHP file as the server's script user and print `expr` as JSON."""
+    code = f"include {json.dumps(path)}; echo json_encode({expr});"
+    proc = subprocess.run(["php", "-r", code], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin"}, cwd="/", **inst.as_script_user())
+    return json.loads(proc.stdout)
+
+
+def _scanner():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "aegir_packages.py"
+    spec = importlib.util.spec_from_file_location("aegir_packages_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def installs(fresh_servers, test_db_server, make_platform):
+    """On each server: platform 'D10 one' with four sites (plain with a client, aliases,
+    redirection, disabled); on Apache a second platform with two more sites."""
+    out = {}
+    try:
+        for key, server in fresh_servers.items():
+            # One hostmaster: nginx is its master server, Apache a remote web server.
+            context = "server_master" if key == "nginx" else f"server_web{key}provisiontest"
+            inst = ProvisionInstall(server, test_db_server, server_context=context)
+            out[key] = inst
+            plat = inst.add_platform(f"D10 one {key}", make_platform(server, "d10one"))
+            base = f"{key}.provision.test"
+            inst.add_site(plat, f"plain.{base}", client="acme")
+            inst.add_site(plat, f"multi.{base}", aliases=[f"www.multi.{base}", f"alt-multi.{base}"],
+                          profile="minimal")
+            inst.add_site(plat, f"redir.{base}", aliases=[f"www.redir.{base}", f"old-redir.{base}"],
+                          redirection=f"www.redir.{base}")
+            inst.add_site(plat, f"off.{base}", aliases=[f"www.off.{base}"], enabled=False)
+            if key == "apache":
+                plat2 = inst.add_platform(f"D10 two {key}", make_platform(server, "d10two"))
+                inst.add_site(plat2, f"second.{base}", client="acme")
+                inst.add_site(plat2, f"www.third.{base}")
+            inst.reload()
+        yield out
+    finally:
+        for inst in out.values():
+            inst.cleanup()
+
+
+@pytest.fixture(scope="module")
+def frontend(installs, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('pf') / 'hostmaster.sqlite'}"
+    engine = make_engine(url)
+    m.AegirBase.metadata.create_all(engine)
+    Session = make_sessionmaker(engine)
+    with Session() as s, s.begin():
+        for inst in installs.values():
+            inst.write_frontend(s)
+    yield Session
+    engine.dispose()
+
+
+def _sites(installs):
+    for key, inst in installs.items():
+        for plat in inst.platforms:
+            for site in plat.sites:
+                yield inst, site
+
+
+def test_every_enabled_site_serves_its_own_database(installs):
+    served = 0
+    for inst, site in _sites(installs):
+        if not site.enabled or site.redirection:
+            continue
+        status, body = inst.server.curl(site.uri)
+        assert status == 200, (site.uri, body)
+        assert f"<h1>Welcome to {site.uri}</h1>" in body
+        assert f"Database: {site.db_name}" in body
+        assert f"Install profile: {site.profile}" in body
+        assert site.db_passwd not in body
+        served += 1
+    assert served == 6
+
+
+def test_aliases_resolve_through_sites_php(installs):
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("multi."))
+    sites_php = _php_json(inst, f"{site.platform.root}/sites/sites.php", "$sites")
+    for alias in site.aliases:
+        assert sites_php[alias] == site.uri
+    for key in ("nginx", "apache"):
+        inst = installs[key]
+        site = next(s for s in inst.platforms[0].sites if s.uri.startswith("multi."))
+        for alias in site.aliases:
+            status, body = inst.server.curl(alias)
+            assert status == 200, (alias, body)
+            assert f"<h1>Welcome to {site.uri}</h1>" in body
+            assert f"Requested host: {alias}" in body
+
+
+def test_redirection_and_disabled_sites(installs):
+    for key, inst in installs.items():
+        sites = {s.uri.split(".")[0]: s for s in inst.platforms[0].sites}
+        redir = sites["redir"]
+        for name in (redir.uri, f"old-redir.{key}.provision.test"):
+            r = inst.server.request(name, "/node/1")
+            assert r.status == 301, (key, name, r.status)
+            assert r.headers["location"] == f"http://{redir.redirection}/node/1"
+        r = inst.server.request(redir.redirection)
+        assert r.status == 200 and f"Welcome to {redir.uri}" in r.body
+        off = sites["off"]
+        for name in (off.uri, *off.aliases):
+            r = inst.server.request(name, "/")
+            assert r.status == 302, (key, name, r.status)
+            assert r.headers["location"].startswith(f"{inst.master_url}/hosting/disabled/{off.uri}")
+
+
+def test_credentials_come_only_from_the_vhost_environment(installs):
+    """settings.php holds no credential; drushrc.php and the vhost do. A vhost with a wrong
+    password breaks the page, restoring it mends it: the page uses the vhost's values."""
+    for key, inst in installs.items():
+        site = inst.platforms[0].sites[0]
+        path = Path(site.site_path)
+        settings = (path / "settings.php").read_text()
+        assert site.db_passwd not in settings and site.db_name not in settings
+        st = os.stat(path / "settings.php")
+        assert stat.S_IMODE(st.st_mode) == 0o440
+        assert st.st_gid == inst.web_gid
+        options = _php_json(inst, str(path / "drushrc.php"), "$options")
+        assert {k: options[k] for k in ("db_name", "db_user", "db_passwd", "db_host", "db_port")} == {
+            "db_name": site.db_name, "db_user": site.db_user, "db_passwd": site.db_passwd,
+            "db_host": site.db_host, "db_port": str(site.db_port)}
+        server_env = _php_json(inst, str(path / "drushrc.php"), "$_SERVER['db_passwd']")
+        assert server_env == site.db_passwd
+        vhost = inst.app_dir / "vhost.d" / site.uri
+        text = vhost.read_text()
+        line = (f"fastcgi_param db_passwd {site.db_passwd};" if key == "nginx"
+                else f"SetEnv db_passwd  {site.db_passwd}")
+        assert line in text
+        try:
+            vhost.write_text(text.replace(line, line.replace(site.db_passwd, "wrongpass9")))
+            inst.reload()
+            status, body = inst.server.curl(site.uri)
+            assert status == 500 and "Database connection failed" in body, (key, status, body)
+        finally:
+            vhost.write_text(text)
+            inst.reload()
+        assert inst.server.curl(site.uri)[0] == 200
+
+
+def test_alias_files_and_layout(installs):
+    for key, inst in installs.items():
+        drush = inst.root / ".drush"
+        server = _php_json(inst, str(drush / f"{inst.server_context}.alias.drushrc.php"),
+                           f"$aliases['{inst.server_context}']")
+        assert server["context_type"] == "server" and server["http_service_type"] == key
+        assert server["aegir_root"] == str(inst.root)
+        for plat in inst.platforms:
+            alias = _php_json(inst, str(drush / f"{plat.context}.alias.drushrc.php"),
+                              f"$aliases['{plat.context}']")
+            assert alias["root"] == plat.root and alias["web_server"] == f"@{inst.server_context}"
+            rc = _php_json(inst, f"{plat.root}/sites/all/drush/drushrc.php", "$options")
+            assert sorted(rc["sites"]) == sorted(s.uri for s in plat.sites)
+            # What provision recorded is what the codebase holds (the aegir_packages scanner).
+            scan = _scanner().scan_platform(plat.root)
+            assert rc["profiles"] == scan["profiles"] == ["minimal", "standard"]
+            assert sorted(scan["sites"]) == sorted(rc["sites"])
+            assert stat.S_IMODE(os.stat(f"{plat.root}/sites/all/drush/drushrc.php").st_mode) == 0o444
+            for site in plat.sites:
+                alias = _php_json(inst, str(drush / f"{site.uri}.alias.drushrc.php"),
+                                  f"$aliases['{site.uri}']")
+                assert alias["platform"] == f"@{plat.context}"
+                assert alias["site_enabled"] is site.enabled
+                assert alias["aliases"] == site.aliases
+                assert alias["redirection"] == (site.redirection or False)
+                assert stat.S_IMODE(os.stat(Path(site.site_path) / "files").st_mode) == 0o2775
+                assert (Path(site.site_path) / "local.settings.php").is_file()
+                vhost = inst.app_dir / "vhost.d" / site.uri
+                assert vhost.is_file()
+                if site.client:
+                    link = inst.root / "clients" / site.client / site.uri
+                    assert os.readlink(link) == site.site_path
+        conf = inst.config / f"{key}.conf"
+        assert conf.is_symlink() and os.readlink(conf) == str(inst.own_config / f"{key}.conf")
+        if key == "apache":
+            assert (inst.app_dir / "platform.d" / f"{inst.platforms[0].context}.conf").is_file()
+
+
+def test_frontend_rows_match_the_disk(installs, frontend):
+    with frontend() as s:
+        ctx = {c.name: c.nid for c in s.scalars(select(m.HostingContext))}
+        for inst, site in _sites(installs):
+            assert (inst.root / ".drush" / f"{site.uri}.alias.drushrc.php").is_file()
+            node = s.get(m.Node, ctx[site.uri])
+            row = s.get(m.HostingSite, node.vid)
+            assert row.db_name == site.db_name
+            assert row.cron_key == site.cron_key
+            assert row.status == (m.SITE_ENABLED if site.enabled else m.SITE_DISABLED)
+            assert row.platform == ctx[site.platform.context]
+            profile = s.get(m.Node, row.profile)
+            assert profile.type == "package"
+            aliases = s.execute(select(m.HostingSiteAlias.alias, m.HostingSiteAlias.redirection)
+                                .where(m.HostingSiteAlias.vid == node.vid)).all()
+            assert sorted(a for a, _ in aliases) == sorted(site.aliases)
+            assert {r for _, r in aliases} <= {site.redirection or ""}
+            enabled = s.execute(select(m.HostingPackage.short_name)
+                                .join(m.HostingPackageInstance,
+                                      m.HostingPackageInstance.package_id == m.HostingPackage.nid)
+                                .where(m.HostingPackageInstance.rid == node.nid,
+                                       m.HostingPackageInstance.status == 1)).scalars().all()
+            assert enabled == [site.profile]
+        n_sites = s.query(m.HostingSite).count()
+        assert n_sites == sum(1 for _ in _sites(installs)) == 10
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 point 1 (not yet): the backend's server verify "
+                   "replaces provision's server config, whose vhost.d/<uri> files it does not "
+                   "include, and a site verify cannot find credentials in a cloaked settings.php")
+def test_the_switch_keeps_every_site_serving(installs, tmp_path):
+    """docs/migrating.md on this installation: hostmaster's rows, `aegir db init`, the servers'
+    connection settings (step 5), then server, platform and site verifies run by the queue
+    with the real playbooks. Every site must serve as before. Runs last: it rewrites the
+    servers' Aegir config."""
+    from aegir_ansible import paths
+    from aegir_ansible.db import init_schema
+    from aegir_ansible.frontend import Frontend
+    from aegir_ansible.queue.worker import Worker
+
+    url = f"sqlite:///{tmp_path / 'hostmaster.sqlite'}"
+    engine = make_engine(url)
+    m.AegirBase.metadata.create_all(engine)
+    Session = make_sessionmaker(engine)
+    try:
+        with Session() as s, s.begin():
+            nids = {}
+            for inst in installs.values():
+                nids[inst] = inst.write_frontend(s)
+        assert init_schema(engine)["existing_aegir"]
+        with Session() as s, s.begin():
+            for inst, ids in nids.items():
+                inst.write_backend_settings(s, ids)
+            for inst in installs.values():
+                Frontend(s).add_task("verify", inst.server_context)
+
+        def run_queue():
+            Worker(engine, once=True, install_signals=False, playbooks_dir=paths.playbooks_dir()).run()
+
+        run_queue()  # server verifies, then the platform verifies they queue
+        run_queue()
+        with Session() as s, s.begin():
+            for inst, site in _sites(installs):
+                Frontend(s).add_task("verify", site.uri)
+        run_queue()
+        before = {}
+        for inst, site in _sites(installs):
+            if site.enabled and not site.redirection:
+                status, body = inst.server.curl(site.uri)
+                before[site.uri] = (status, f"Database: {site.db_name}" in body)
+        with Session() as s:
+            tasks = s.execute(
+                select(m.HostingTask.nid, m.HostingTask.task_type, m.HostingContext.name, m.HostingTask.task_status)
+                .join(m.Node, m.Node.vid == m.HostingTask.vid)
+                .join(m.HostingContext, m.HostingContext.nid == m.HostingTask.rid)).all()
+            errors = {}
+            for nid, task_type, target, status in tasks:
+                if status != m.TASK_SUCCESS:
+                    last = s.execute(select(m.HostingTaskLog.message).where(
+                        m.HostingTaskLog.nid == nid, m.HostingTaskLog.type == "error",
+                        ~m.HostingTaskLog.message.like("Task failed after%"))
+                        .order_by(m.HostingTaskLog.lid.desc())).scalars().first()
+                    errors[f"{task_type} {target}"] = (last or "")[:200]
+        assert before and all(v == (200, True) for v in before.values()), (before, errors)
+    finally:
+        engine.dispose()
