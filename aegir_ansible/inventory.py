@@ -447,9 +447,8 @@ class _FullSiteContext:
             select(SiteHostName.name, SiteHostName.nid)).all())
 
 
-# Above this many candidate database names on one db server, its recorded names are read
-# whole (one narrow query) rather than by IN lists.
-_IN_LIST_MAX = 2000
+# The most names in the IN lists of one query of recorded database names.
+_IN_LIST_MAX = 1000
 
 
 class _LimitedSiteContext:
@@ -482,19 +481,30 @@ class _LimitedSiteContext:
 
     def _recorded(self, wanted: set) -> set:
         """The (db server, name) pairs of `wanted` that a live site records or the backend
-        records as a site's own."""
-        taken = set()
+        records as a site's own: one query of each kind per _IN_LIST_MAX names (a db server
+        with more candidates than that is read whole, its names only)."""
+        parts: list[tuple[int, list[str] | None]] = []
         for server, names in _by_server(wanted).items():
-            chunks = [names[i:i + 500] for i in range(0, len(names), 500)] \
-                if len(names) <= _IN_LIST_MAX else [None]
-            for chunk in chunks:
-                for model, q in (
-                        (m.HostingSite, _live_sites(m.HostingSite.db_server, m.HostingSite.db_name)),
-                        (SiteDatabase, select(SiteDatabase.db_server, SiteDatabase.db_name))):
-                    q = q.where(model.db_server == server)
-                    if chunk is not None:
-                        q = q.where(model.db_name.in_(chunk))
-                    taken.update((s, n) for s, n in self.session.execute(q) if (s, n) in wanted)
+            if len(names) > 5 * _IN_LIST_MAX:
+                parts.append((server, None))
+            else:
+                parts += [(server, names[i:i + _IN_LIST_MAX]) for i in range(0, len(names), _IN_LIST_MAX)]
+        groups: list[list[tuple[int, list[str] | None]]] = []
+        size = 0
+        for server, part in parts:
+            if not groups or size + len(part or ()) > _IN_LIST_MAX:
+                groups.append([])
+                size = 0
+            groups[-1].append((server, part))
+            size += len(part or ())
+        taken = set()
+        for group in groups:
+            for model, q in ((m.HostingSite, _live_sites(m.HostingSite.db_server, m.HostingSite.db_name)),
+                             (SiteDatabase, select(SiteDatabase.db_server, SiteDatabase.db_name))):
+                q = q.where(or_(*(model.db_server == server if part is None else
+                                  and_(model.db_server == server, model.db_name.in_(part))
+                                  for server, part in group)))
+                taken.update((s, n) for s, n in self.session.execute(q) if (s, n) in wanted)
         return taken
 
     def claims(self, own: list[SiteClaims], suggestions: dict):
