@@ -33,9 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZES = {
     "small": {"servers": 3, "platforms": 10, "sites": 1_000, "reverify_sites": 100,
-              "naive_sample": 3, "claim_tasks": 400, "memory_tasks": 200},
+              "naive_sample": 3, "claim_tasks": 400, "memory_tasks": 200,
+              "run_cost_sites": (100, 2_000)},
     "large": {"servers": 10, "platforms": 100, "sites": 10_000, "reverify_sites": 1_000,
-              "naive_sample": 5, "claim_tasks": 2_000, "memory_tasks": 1_000},
+              "naive_sample": 5, "claim_tasks": 2_000, "memory_tasks": 1_000,
+              "run_cost_sites": (100, 20_000)},
 }
 INVENTORY_KEYS = ("servers", "platforms", "sites")
 OPTIONS = {"mitogen": False}
@@ -102,7 +104,8 @@ class Database:
             self.url = f"sqlite:///{workdir / 'bench.sqlite'}"
             self._drop = lambda: None
         else:
-            name = f"aegir_bench_{uuid.uuid4().hex[:8]}"
+            # AEGIR_BENCH_DB_PREFIX: for a MariaDB shared with others (their own names).
+            name = f"{os.environ.get('AEGIR_BENCH_DB_PREFIX', 'aegir_bench_')}{uuid.uuid4().hex[:8]}"
             admin = create_engine(mysql_url)
             with admin.begin() as c:
                 c.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
@@ -590,10 +593,26 @@ def bench_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
              "growth_after_10pct_pct": round(100 * (end - warm) / warm, 1)}]
 
 
+def bench_run_cost(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    from . import run_cost
+
+    sizes = list(size["run_cost_sites"])
+    made = [db]
+
+    def fresh():  # the given database first, then a new one of the same kind per size
+        if made:
+            return made.pop()
+        sub = workdir / uuid.uuid4().hex[:8]
+        sub.mkdir()
+        return Database(db.kind, sub, OPTIONS["mysql_url"])
+
+    return run_cost.bench_run_cost(fresh, sizes, repeat, full_at=[max(sizes)])
+
+
 MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify,
                 "reverify_https": bench_reverify_https, "latency": bench_latency,
                 "claims": bench_claims, "memory": bench_memory,
-                "flush_cache": catalogue.bench_flush_cache}
+                "flush_cache": catalogue.bench_flush_cache, "run_cost": bench_run_cost}
 
 
 def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
@@ -638,7 +657,7 @@ def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> 
                 body = command.group(0) + "\n\n" + body  # from a run of the older layout
             kept[name.strip()] = f"### {name.strip()}\n\n{body}"
     kept.update(tables)
-    tables_order = ("inventory", "re-verify", "latency", "claims", "memory", "flush_cache")
+    tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "memory", "flush_cache")
     order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
     sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))
@@ -661,6 +680,7 @@ def main(argv=None) -> int:
                     help="also measure re-verify and latency with Mitogen (pip install mitogen)")
     args = ap.parse_args(argv)
     OPTIONS["mitogen"] = args.mitogen
+    OPTIONS["mysql_url"] = args.mysql_url
     size = SIZES[args.size]
     all_rows: list[dict] = []
     for name in args.only.split(","):
@@ -676,7 +696,8 @@ def main(argv=None) -> int:
                 print(json.dumps(r), flush=True)
             all_rows.extend(rows)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    sizes = ", ".join(f"{k} {v:,}" for k, v in size.items())
+    sizes = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {' / '.join(f'{x:,}' for x in v)}"
+                      for k, v in size.items())
     command = " ".join(argv if argv is not None else sys.argv[1:])
     provenance = (f"Command: `.venv/bin/python -m benchmarks.run {command}`; median of "
                   f"{args.repeat} runs; load average at the end {load} (other work on the "
