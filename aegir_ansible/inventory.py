@@ -364,6 +364,16 @@ def _live_sites(*columns):
             .where(m.Node.type == "site", m.HostingSite.status != m.SITE_DELETED))
 
 
+def _site_keys(session: Session, vids=(), nids=()) -> list[_SiteKey]:
+    """The live sites among these revision ids (current ones only) and node ids: primary key
+    lookups, in nid order."""
+    cond = [c for c in (m.Node.vid.in_(sorted(set(vids))) if vids else None,
+                        m.Node.nid.in_(sorted(set(nids))) if nids else None) if c is not None]
+    if not cond:
+        return []
+    return [_SiteKey(*r) for r in session.execute(_live_sites().where(or_(*cond)).order_by(m.Node.nid))]
+
+
 def _site_rows(session: Session, condition) -> list:
     """The sites' rows (+ profile short name, client uname, backend settings), in nid order:
     all live sites, or those matching `condition`."""
@@ -470,10 +480,13 @@ class _LimitedSiteContext:
         # of its db server that have none either (each takes its suggestion from the next):
         # those of the targets' db servers take part, and a suggestion of theirs may also be
         # the database a target names.
+        # (Each query on hosting_site alone, then the live current revisions by primary key:
+        # joined to node, MariaDB read every site row through the join.)
         no_name = or_(m.HostingSite.db_name.is_(None), m.HostingSite.db_name == "")
-        self.unnamed = [_SiteKey(*r) for r in session.execute(
-            _live_sites().where(m.HostingSite.db_server.in_(db_servers), no_name,
-                                m.Node.nid.not_in(self.target_nids)))] if db_servers else []
+        unnamed_vids = session.execute(select(m.HostingSite.vid).where(
+            m.HostingSite.db_server.in_(db_servers), no_name)).scalars().all() if db_servers else []
+        mine = set(self.target_nids)
+        self.unnamed = [k for k in _site_keys(session, vids=unnamed_vids) if k.nid not in mine]
         self.suggestion_rows = sorted(targets + self.unnamed, key=lambda k: k.nid)
         wanted = {(k.db_server, n) for k in self.suggestion_rows if not k.db_name
                   for n in _db_names(k.title)}
@@ -499,12 +512,19 @@ class _LimitedSiteContext:
             size += len(part or ())
         taken = set()
         for group in groups:
-            for model, q in ((m.HostingSite, _live_sites(m.HostingSite.db_server, m.HostingSite.db_name)),
-                             (SiteDatabase, select(SiteDatabase.db_server, SiteDatabase.db_name))):
-                q = q.where(or_(*(model.db_server == server if part is None else
-                                  and_(model.db_server == server, model.db_name.in_(part))
-                                  for server, part in group)))
-                taken.update((s, n) for s, n in self.session.execute(q) if (s, n) in wanted)
+            def where(model):
+                return or_(*(model.db_server == server if part is None else
+                             and_(model.db_server == server, model.db_name.in_(part))
+                             for server, part in group))
+
+            rows = [(vid, (server, name)) for vid, server, name in self.session.execute(
+                select(m.HostingSite.vid, m.HostingSite.db_server, m.HostingSite.db_name)
+                .where(where(m.HostingSite))) if (server, name) in wanted]
+            live = {k.vid for k in _site_keys(self.session, vids=[vid for vid, _key in rows])}
+            taken.update(key for vid, key in rows if vid in live)
+            taken.update((server, name) for server, name in self.session.execute(
+                select(SiteDatabase.db_server, SiteDatabase.db_name).where(where(SiteDatabase)))
+                if (server, name) in wanted)
         return taken
 
     def claims(self, own: list[SiteClaims], suggestions: dict):
@@ -519,15 +539,22 @@ class _LimitedSiteContext:
                         for s, n in by_server.items())))):
                 if (server, db_name) in keys:
                     db_owners[(server, db_name)] = nid
-        alias_of = (select(m.HostingSiteAlias.vid)
-                    .where(func.lower(m.HostingSiteAlias.alias).in_(names)))
-        cond = [func.lower(m.Node.title).in_(names), m.Node.vid.in_(alias_of)]
-        cond += [and_(m.HostingSite.db_server == s, m.HostingSite.db_name.in_(n))
-                 for s, n in by_server.items()]
-        owners = sorted(set(db_owners.values()) - set(self.target_nids))
-        if owners:
-            cond.append(m.Node.nid.in_(owners))
-        found = {k.nid: k for k in (_SiteKey(*r) for r in self.session.execute(_live_sites().where(or_(*cond))))}
+        # The other sites naming one of these host names (uri or alias), or one of these
+        # databases, or owning one: one table each, then the live ones by primary key. Host
+        # names compare lower-cased (as isolation_conflicts does), which no index of
+        # hostmaster's tables serves: those two read one narrow column of the sites' nodes
+        # and of the aliases, in the database.
+        ex = self.session.execute
+        vids = ex(select(m.HostingSiteAlias.vid)
+                  .where(func.lower(m.HostingSiteAlias.alias).in_(names))).scalars().all()
+        if by_server:
+            vids += ex(select(m.HostingSite.vid).where(or_(*(
+                and_(m.HostingSite.db_server == s, m.HostingSite.db_name.in_(n))
+                for s, n in by_server.items())))).scalars().all()
+        nids = ex(select(m.Node.nid).where(m.Node.type == "site",
+                                           func.lower(m.Node.title).in_(names))).scalars().all()
+        nids += sorted(set(db_owners.values()))
+        found = {k.nid: k for k in _site_keys(self.session, vids=vids, nids=nids)}
         # Sites whose suggested database is one of the targets' databases.
         found.update((k.nid, k) for k in self.unnamed
                      if k.nid in suggestions and (k.db_server, suggestions[k.nid][0]) in keys)
