@@ -34,10 +34,11 @@ BIN = Path(sys.executable).parent
 SIZES = {
     "small": {"servers": 3, "platforms": 10, "sites": 1_000, "reverify_sites": 100,
               "naive_sample": 3, "claim_tasks": 400, "memory_tasks": 200,
-              "run_cost_sites": (100, 2_000)},
+              "run_cost_sites": (100, 2_000), "claim_depths": (400, 2_000), "claim_depth_quota": 400},
     "large": {"servers": 10, "platforms": 100, "sites": 10_000, "reverify_sites": 1_000,
               "naive_sample": 5, "claim_tasks": 2_000, "memory_tasks": 1_000,
-              "run_cost_sites": (100, 20_000)},
+              "run_cost_sites": (100, 20_000), "claim_depths": (2_000, 20_000),
+              "claim_depth_quota": 2_000},
 }
 INVENTORY_KEYS = ("servers", "platforms", "sites")
 OPTIONS = {"mitogen": False}
@@ -534,6 +535,63 @@ def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
              "tasks_per_s_each": " ".join(f"{x:.0f}" for x in rates), "claims": max(claims)}]
 
 
+def bench_claims_depth(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """Claims at queue depth (issue 19): 4 claimer processes claim (and record) the same
+    number of tasks, `claim_depth_quota`, from queues of each depth of `claim_depths` (one
+    enable task per site, 100 servers): tasks/s, and the time the claimers spent reading
+    pages of heads (the ranking of every queued task)."""
+    if db.kind != "mysql":
+        return []
+    procs_n, slots, quota = 4, 4, size["claim_depth_quota"]
+    rows, made = [], [db]
+    for depth in size["claim_depths"]:
+        if made:
+            d = made.pop()
+        else:
+            sub = workdir / uuid.uuid4().hex[:8]
+            sub.mkdir()
+            d = Database(db.kind, sub, OPTIONS["mysql_url"])
+        try:
+            nids = synthetic.build(d.engine, servers=100, platforms=100, sites=depth)
+            tasks = synthetic.queue_tasks(d.engine, "enable", nids["sites"])
+            with d.engine.begin() as c:
+                c.execute(text("ANALYZE TABLE hosting_task, node, hosting_site"))
+            start_at = time.time() + 3.0
+            procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", d.url, str(start_at),
+                                       str(slots), str(min(depth, quota) // procs_n)], cwd=REPO,
+                                      env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for _ in range(procs_n)]
+            results = []
+            for p in procs:
+                out, err = p.communicate(timeout=1200)
+                if p.returncode != 0:
+                    raise RuntimeError(f"claimer failed: {err[-2000:]}")
+                results.append(json.loads(out.strip().splitlines()[-1]))
+            print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
+            done = _task_outcomes(d, tasks)
+            total = sum(r["tasks"] for r in results)
+            if done["success"] != total:
+                raise RuntimeError(f"claims: {total} tasks claimed, {done} recorded")
+            wall = max(r["last_done"] for r in results) - min(r["first"] for r in results)
+            rows.append({"measure": f"claims_depth: {procs_n} runner processes claim {quota} enable tasks "
+                                    "from a queue of `depth` over 100 servers (claim + outcome, no playbook)",
+                         "db": d.kind, "depth": depth, "tasks": total, "tasks_per_s": total / wall,
+                         "claim_s": sum(r["claim_s"] for r in results),
+                         "record_s": sum(r["record_s"] for r in results),
+                         "pages": sum(r["pages"] for r in results),
+                         "pages_s": sum(r["pages_s"] for r in results),
+                         "ms_per_page": 1000 * sum(r["pages_s"] for r in results) / max(1, sum(r["pages"] for r in results)),
+                         "claimer_rss_mb": " ".join(str(r["rss_mb"]) for r in results),
+                         "load": " ".join(f"{x:.1f}" for x in os.getloadavg())})
+            print(json.dumps(rows[-1]), flush=True)
+        finally:
+            d.close()
+    base = rows[0]["tasks_per_s"] if rows else None
+    for r in rows:
+        r["ratio_vs_shallowest"] = round(r["tasks_per_s"] / base, 2)
+    return rows
+
+
 # -- 5. runner memory -----------------------------------------------------------------------
 
 def _rss_mb(pid: int) -> float | None:
@@ -612,7 +670,8 @@ def bench_run_cost(db: Database, size: dict, repeat: int, workdir: Path) -> list
 MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify,
                 "reverify_https": bench_reverify_https, "latency": bench_latency,
                 "claims": bench_claims, "memory": bench_memory,
-                "flush_cache": catalogue.bench_flush_cache, "run_cost": bench_run_cost}
+                "flush_cache": catalogue.bench_flush_cache, "run_cost": bench_run_cost,
+                "claims_depth": bench_claims_depth}
 
 
 def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
@@ -657,7 +716,8 @@ def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> 
                 body = command.group(0) + "\n\n" + body  # from a run of the older layout
             kept[name.strip()] = f"### {name.strip()}\n\n{body}"
     kept.update(tables)
-    tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "memory", "flush_cache")
+    tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "claims_depth", "memory",
+                    "flush_cache")
     order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
     sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))
