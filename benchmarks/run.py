@@ -503,6 +503,22 @@ def bench_latency(db: Database, size: dict, repeat: int, workdir: Path) -> list[
 
 # -- 4. claim throughput --------------------------------------------------------------------
 
+def _run_claimers(url: str, procs_n: int, slots: int, quota: int = 0) -> list[dict]:
+    """Start `procs_n` claimer processes together (benchmarks/claimer.py); their JSON lines."""
+    start_at = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", url, str(start_at), str(slots),
+                               str(quota)], cwd=REPO, env={**os.environ}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(procs_n)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"claimer failed: {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
+    return results
+
+
 def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
     if db.kind != "mysql":
         return []  # several runner processes: MariaDB only (SQLite is one runner only)
@@ -511,18 +527,7 @@ def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
     rates, claims = [], []
     for _ in range(repeat):
         tasks = synthetic.queue_tasks(db.engine, "enable", nids["sites"])
-        start_at = time.time() + 3.0
-        env = {**os.environ}
-        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", db.url, str(start_at),
-                                   str(slots)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(procs_n)]
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=600)
-            if p.returncode != 0:
-                raise RuntimeError(f"claimer failed: {err[-2000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
+        results = _run_claimers(db.url, procs_n, slots)
         done = _task_outcomes(db, tasks)
         total = sum(r["tasks"] for r in results)
         if total != n or done["success"] != n:
@@ -556,18 +561,7 @@ def bench_claims_depth(db: Database, size: dict, repeat: int, workdir: Path) -> 
             tasks = synthetic.queue_tasks(d.engine, "enable", nids["sites"])
             with d.engine.begin() as c:
                 c.execute(text("ANALYZE TABLE hosting_task, node, hosting_site"))
-            start_at = time.time() + 3.0
-            procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", d.url, str(start_at),
-                                       str(slots), str(min(depth, quota) // procs_n)], cwd=REPO,
-                                      env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True) for _ in range(procs_n)]
-            results = []
-            for p in procs:
-                out, err = p.communicate(timeout=1200)
-                if p.returncode != 0:
-                    raise RuntimeError(f"claimer failed: {err[-2000:]}")
-                results.append(json.loads(out.strip().splitlines()[-1]))
-            print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
+            results = _run_claimers(d.url, procs_n, slots, min(depth, quota) // procs_n)
             done = _task_outcomes(d, tasks)
             total = sum(r["tasks"] for r in results)
             if done["success"] != total:
@@ -590,6 +584,31 @@ def bench_claims_depth(db: Database, size: dict, repeat: int, workdir: Path) -> 
     for r in rows:
         r["ratio_vs_shallowest"] = round(r["tasks_per_s"] / base, 2)
     return rows
+
+
+def bench_claims_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """A runner's memory along many claims and outcomes (issue 19): one claimer process
+    (JobManager.claim with 4 slots + outcome.record, as a runner's loop without playbooks)
+    drains a queue of `claim_depths[-1]` enable tasks over 100 servers; its RSS after 1,000,
+    5,000 and 20,000 tasks and at the end."""
+    if db.kind != "mysql":
+        return []
+    depth = size["claim_depths"][-1]
+    nids = synthetic.build(db.engine, servers=100, platforms=100, sites=depth)
+    tasks = synthetic.queue_tasks(db.engine, "enable", nids["sites"])
+    r = _run_claimers(db.url, 1, 4)[0]
+    done = _task_outcomes(db, tasks)
+    if r["tasks"] != depth or done["success"] != depth:
+        raise RuntimeError(f"claims_memory: {r['tasks']} claimed, {done} recorded, expected {depth}")
+    at = {int(k): v for k, v in r["rss_at"].items()}
+    row = {"measure": f"claims_memory: one claimer process, {depth} enable tasks over 100 servers "
+                      "(claim + outcome, 4 slots)", "db": db.kind, "tasks": depth,
+           "tasks_per_s": depth / (r["last_done"] - r["first"]),
+           **{f"rss_after_{k}_mb": v for k, v in sorted(at.items())}, "rss_end_mb": r["rss_mb"]}
+    if 1000 in at:
+        row["end_vs_1000"] = round(r["rss_mb"] / at[1000], 3)
+    row["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [row]
 
 
 # -- 5. runner memory -----------------------------------------------------------------------
@@ -671,7 +690,7 @@ MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify,
                 "reverify_https": bench_reverify_https, "latency": bench_latency,
                 "claims": bench_claims, "memory": bench_memory,
                 "flush_cache": catalogue.bench_flush_cache, "run_cost": bench_run_cost,
-                "claims_depth": bench_claims_depth}
+                "claims_depth": bench_claims_depth, "claims_memory": bench_claims_memory}
 
 
 def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
@@ -716,8 +735,8 @@ def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> 
                 body = command.group(0) + "\n\n" + body  # from a run of the older layout
             kept[name.strip()] = f"### {name.strip()}\n\n{body}"
     kept.update(tables)
-    tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "claims_depth", "memory",
-                    "flush_cache")
+    tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "claims_depth",
+                    "claims_memory", "memory", "flush_cache")
     order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
     sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))
