@@ -574,7 +574,8 @@ def bench_claims_depth(db: Database, size: dict, repeat: int, workdir: Path) -> 
                          "record_s": sum(r["record_s"] for r in results),
                          "pages": sum(r["pages"] for r in results),
                          "pages_s": sum(r["pages_s"] for r in results),
-                         "ms_per_page": 1000 * sum(r["pages_s"] for r in results) / max(1, sum(r["pages"] for r in results)),
+                         "ms_per_page": 1000 * sum(r["pages_s"] for r in results)
+                         / max(1, sum(r["pages"] for r in results)),
                          "claimer_rss_mb": " ".join(str(r["rss_mb"]) for r in results),
                          "load": " ".join(f"{x:.1f}" for x in os.getloadavg())})
             print(json.dumps(rows[-1]), flush=True)

@@ -113,7 +113,8 @@ def bench_run_cost(db_factory, sizes: list[int], repeat: int, full_at: list[int]
                     rows.append({"measure": f"run_cost: one one-site verify run (no-op playbook), "
                                             f"{SERVERS} servers, {PLATFORMS} platforms",
                                  "db": db.kind, "sites": n, "inventory": way,
-                                 "inventory_kb": round(_inventory_bytes(db, target if way == "limited" else None) / 1024, 1),
+                                 "inventory_kb": round(_inventory_bytes(
+                                     db, target if way == "limited" else None) / 1024, 1),
                                  "prepare_s": med["prepare_s"], "prepare_start_wall_s": med["wall_s"],
                                  "cpu_s": med["cpu_s"], "runs": len(samples),
                                  "setup_s": round(setup, 1),
