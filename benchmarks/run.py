@@ -612,6 +612,28 @@ def bench_claims_memory(db: Database, size: dict, repeat: int, workdir: Path) ->
     return [row]
 
 
+def bench_inventory_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """RSS of a process building 30 one-site run inventories, then two whole ones, on a
+    frontend of run_cost's largest size (benchmarks/inventory_memory.py)."""
+    from sqlalchemy import select
+
+    from aegir_ansible.db import models as m
+
+    n = max(size["run_cost_sites"])
+    nids = synthetic.build(db.engine, servers=100, platforms=100, sites=n)
+    picks = nids["sites"][:: max(1, len(nids["sites"]) // 30)][:30]
+    with db.engine.connect() as c:
+        names = list(c.execute(select(m.HostingContext.name).where(m.HostingContext.nid.in_(picks))).scalars())
+    p = subprocess.run([sys.executable, "-m", "benchmarks.inventory_memory", db.url, *names], cwd=REPO,
+                       capture_output=True, text=True, timeout=3600)
+    if p.returncode != 0:
+        raise RuntimeError(f"inventory_memory failed: {p.stderr[-2000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return [{"measure": f"inventory_memory: one process, 30 one-site run inventories then 2 whole ones, "
+                        f"{n} sites, 100 servers, 100 platforms", "db": db.kind, "sites": n, **r,
+             "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}]
+
+
 # -- 5. runner memory -----------------------------------------------------------------------
 
 def _rss_mb(pid: int) -> float | None:
@@ -691,7 +713,8 @@ MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify,
                 "reverify_https": bench_reverify_https, "latency": bench_latency,
                 "claims": bench_claims, "memory": bench_memory,
                 "flush_cache": catalogue.bench_flush_cache, "run_cost": bench_run_cost,
-                "claims_depth": bench_claims_depth, "claims_memory": bench_claims_memory}
+                "claims_depth": bench_claims_depth, "claims_memory": bench_claims_memory,
+                "inventory_memory": bench_inventory_memory}
 
 
 def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
@@ -737,7 +760,7 @@ def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> 
             kept[name.strip()] = f"### {name.strip()}\n\n{body}"
     kept.update(tables)
     tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "claims_depth",
-                    "claims_memory", "memory", "flush_cache")
+                    "claims_memory", "inventory_memory", "memory", "flush_cache")
     order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
     sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))
