@@ -10,7 +10,7 @@ sites.
 
 from __future__ import annotations
 
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, true
 from sqlalchemy.orm import Session
 
 from .db import models as m
@@ -59,8 +59,10 @@ def add_server_vars(session: Session, servers: dict[int, dict]) -> None:
                 server["https"]["aegir_https_port"] = int(port)
 
 
-def add_site_vars(session: Session, servers: dict[int, dict], sites: dict[int, dict]) -> None:
-    """Set the sites' https variables (in place); sites: vid -> {"vars", "server"}."""
+def add_site_vars(session: Session, servers: dict[int, dict], sites: dict[int, dict],
+                  limited: bool = False) -> None:
+    """Set the sites' https variables (in place); sites: vid -> {"vars", "server"}. `limited`:
+    the sites are a few of them (a limited inventory): only their rows are read."""
     for site in sites.values():
         site["vars"]["aegir_site_https"] = "disabled"
     if not any(s.get("https_family") for s in servers.values()):
@@ -71,19 +73,24 @@ def add_site_vars(session: Session, servers: dict[int, dict], sites: dict[int, d
         rows = session.execute(
             select(m.HostingHttpsSite.vid, m.HostingHttpsSite.https_enabled,
                    m.HostingHttpsSite.client_authentication)
-            .join(m.Node, m.Node.vid == m.HostingHttpsSite.vid))
+            .join(m.Node, m.Node.vid == m.HostingHttpsSite.vid)
+            .where(m.HostingHttpsSite.vid.in_(list(sites)) if limited else true()))
         for vid, enabled, client_auth in rows:
             site = sites.get(vid)
             if site is not None and site["server"].get("https_family") == "https":
                 site["vars"]["aegir_site_https"] = m.HTTPS_STATE_NAMES.get(int(enabled or 0), "disabled")
                 site["vars"]["aegir_site_https_client_authentication"] = bool(client_auth)
     if "hosting_ssl_site" in tables:
-        key_names = {}
-        if "hosting_ssl_cert" in tables:
-            key_names = dict(session.execute(select(m.HostingSslCert.cid, m.HostingSslCert.ssl_key)).all())
         rows = session.execute(
             select(m.HostingSslSite.vid, m.HostingSslSite.ssl_enabled, m.HostingSslSite.ssl_key)
-            .join(m.Node, m.Node.vid == m.HostingSslSite.vid))
+            .join(m.Node, m.Node.vid == m.HostingSslSite.vid)
+            .where(m.HostingSslSite.vid.in_(list(sites)) if limited else true())).all()
+        key_names = {}
+        if "hosting_ssl_cert" in tables:
+            cids = sorted({cid for _vid, _enabled, cid in rows if cid})
+            key_names = dict(session.execute(
+                select(m.HostingSslCert.cid, m.HostingSslCert.ssl_key)
+                .where(m.HostingSslCert.cid.in_(cids) if limited else true())).all())
         for vid, enabled, cid in rows:
             site = sites.get(vid)
             if site is not None and site["server"].get("https_family") == "ssl":

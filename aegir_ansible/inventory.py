@@ -15,9 +15,11 @@ import functools
 import itertools
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Bundle, Session
 
 from . import https_vars
@@ -104,7 +106,29 @@ def _refusal(name: str, address: str | None = None) -> str | None:
     return None
 
 
-def build_inventory(session: Session) -> InventoryData:
+def run_limit(targets: Iterable[tuple[str, Mapping[str, str]]]) -> set[str]:
+    """The context names a run's inventory must hold as hosts of their own (`limit` of
+    build_inventory): the targets, and the site a task's arguments name as its source (sync's
+    `source`, "@<site>"). Servers and platforms are always in the inventory."""
+    names = set()
+    for name, args in targets:
+        if name:
+            names.add(name)
+        source = str((args or {}).get("source") or "").strip().lstrip("@")
+        if source:
+            names.add(source)
+    return names
+
+
+def build_inventory(session: Session, limit: Iterable[str] | None = None) -> InventoryData:
+    """The inventory of every live context; or, with `limit` (context names: a run's targets,
+    see run_limit), every live server and platform (what a run delegates to: db servers,
+    backup servers, target platforms, the platforms a delete compares roots with) but only the
+    sites named in `limit` and the live sites of the platforms named in it. Its cost then
+    follows the run, not the number of sites: every query on sites is filtered by the limit.
+    A limited site gets exactly the variables the full inventory gives it (its conflicts with
+    other sites too: those read by targeted queries)."""
+    limit = None if limit is None else list(limit)
     inv = InventoryData()
     for top in ("aegir_servers", "aegir_platforms", "aegir_sites"):
         inv.groups[top]  # noqa: B018 — the three top groups always exist
@@ -215,38 +239,23 @@ def build_inventory(session: Session) -> InventoryData:
         inv.groups[group_name("aegir_platform", name)]["vars"] = {
             k: v for k, v in hv.items() if k in PLATFORM_VARS_INHERITED}
 
-    # 6. sites (+ profile short name, client uname, backend settings)
-    profile_pkg = select(m.HostingPackage.nid, m.HostingPackage.short_name).join(
-        m.Node, m.Node.vid == m.HostingPackage.vid).subquery()
-    client_tbl = select(m.HostingClient.nid, m.HostingClient.uname).join(
-        m.Node, m.Node.vid == m.HostingClient.vid).subquery()
+    # 6. sites (+ profile short name, client uname, backend settings): all live ones, or
+    # with a limit only those named in it and those of the platforms named in it.
+    site_rows = _site_rows(session, None if limit is None else _limit_condition(limit, platforms))
+
+    def refusal(name, platform, db_server):
+        return _site_refusal(name, platform, db_server, platforms, rejected_servers, rejected_platforms)
+
+    def included(k: _SiteKey) -> bool:
+        return refusal(k.name, k.platform, k.db_server) is None
+
+    ctx = (_FullSiteContext if limit is None else _LimitedSiteContext)(session, site_rows, included)
+    suggestions = _db_suggestions(ctx.suggestion_rows, ctx.taken_db_names, included)
     sites: dict[int, dict] = {}
-    hs = m.HostingSite
-    # Columns (a Bundle), not the HostingSite entity: building 10,000 ORM objects was a
-    # third of the time of a large inventory; the bundle reads the same (site.platform).
-    site_rows = list(session.execute(
-        select(m.Node.nid, m.Node.vid, m.HostingContext.name, m.Node.title,
-               Bundle("site", hs.platform, hs.db_server, hs.status, hs.language, hs.verified,
-                      hs.cron_key, hs.db_name),
-               profile_pkg.c.short_name, client_tbl.c.uname, SiteSettings.cron_interval)
-        .join(m.HostingSite, _current(m.HostingSite))
-        .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
-        .outerjoin(profile_pkg, profile_pkg.c.nid == m.HostingSite.profile)
-        .outerjoin(client_tbl, client_tbl.c.nid == m.HostingSite.client)
-        .outerjoin(SiteSettings, SiteSettings.nid == m.Node.nid)
-        .where(m.Node.type == "site", m.HostingSite.status != m.SITE_DELETED)
-        .order_by(m.Node.nid)
-    ))
-    taken_db_names = {(r[4].db_server, r[4].db_name) for r in site_rows if r[4].db_name}
-    # The databases this backend recorded as a site's own (created, or taken over on proof).
-    db_records = {rec.nid: rec for rec in session.execute(select(SiteDatabase)).scalars()}
-    db_owners = {(rec.db_server, rec.db_name): rec.nid for rec in db_records.values()}
-    taken_db_names |= set(db_owners)
     for nid, vid, name, title, site, profile, client, cron_interval in site_rows:
         platform = platforms.get(site.platform)
-        why = _refusal(name) or rejected_servers.get(site.db_server)
-        if why or platform is None:
-            why = why or rejected_platforms.get(site.platform)
+        why = refusal(name, site.platform, site.db_server)
+        if why is not None:
             if why:
                 inv.rejected[name] = f"site {name} is left out of the inventory: {why}"
             continue
@@ -255,6 +264,7 @@ def build_inventory(session: Session) -> InventoryData:
         hv = {}
         uri = title
         status = SITE_STATUS.get(site.status, "unknown")
+        suggested, candidates = suggestions.get(nid, ("", []))
         hv.update({
             "aegir_context_type": "site",
             "aegir_nid": nid,
@@ -273,10 +283,9 @@ def build_inventory(session: Session) -> InventoryData:
             "aegir_site_db_server": db["name"] if db else "",
             "aegir_site_db_host": db["vars"].get("aegir_db_host", "") if db else "",
             "aegir_site_db_port": int(db_service.get("port") or 3306),
-            "aegir_site_db_name": site.db_name or _suggest_db_name(title, site.db_server, taken_db_names),
-            "aegir_site_db_record": _db_record(db_records.get(nid), site.db_server, db),
-            "aegir_site_db_name_candidates": [] if site.db_name else _db_name_candidates(
-                title, site.db_server, taken_db_names),
+            "aegir_site_db_name": site.db_name or suggested,
+            "aegir_site_db_record": _db_record(ctx.db_records.get(nid), site.db_server, db),
+            "aegir_site_db_name_candidates": [] if site.db_name else candidates,
             "aegir_site_conflicts": [],
             "aegir_site_db_conflicts": [],
         })
@@ -291,12 +300,7 @@ def build_inventory(session: Session) -> InventoryData:
         inv.add(group_name("aegir_status_site", status), name)
 
     # 7. aliases of the current site revisions
-    for vid, alias, redirection in session.execute(
-        select(m.HostingSiteAlias.vid, m.HostingSiteAlias.alias, m.HostingSiteAlias.redirection)
-        .join(m.Node, m.Node.vid == m.HostingSiteAlias.vid)
-        .where(m.Node.type == "site")
-        .order_by(m.HostingSiteAlias.vid, m.HostingSiteAlias.alias)
-    ):
+    for vid, alias, redirection in _alias_rows(session, None if limit is None else list(sites)):
         site = sites.get(vid)
         if site is None:
             continue
@@ -306,10 +310,12 @@ def build_inventory(session: Session) -> InventoryData:
 
     # 8. names and databases two live sites may not share: recorded on the sites, and a
     # contested alias is served by none of them (a playbook run by hand cannot take it over).
-    conflicts = isolation_conflicts(
-        [SiteClaims(s["nid"], s["vars"]["aegir_site_uri"], s["vars"]["aegir_site_aliases"],
-                    s["db_server"], s["vars"]["aegir_site_db_name"]) for s in sites.values()],
-        db_owners, dict(session.execute(select(SiteHostName.name, SiteHostName.nid)).all()))
+    # With a limit, the other live sites that claim one of the sites' names or databases are
+    # read by targeted queries (_LimitedSiteContext.claims), so the verdicts are the same.
+    own = [SiteClaims(s["nid"], s["vars"]["aegir_site_uri"], s["vars"]["aegir_site_aliases"],
+                      s["db_server"], s["vars"]["aegir_site_db_name"]) for s in sites.values()]
+    claims, db_owners, name_owners = ctx.claims(own, suggestions)
+    conflicts = isolation_conflicts(claims, db_owners, name_owners)
     for site in sites.values():
         hv, nid = site["vars"], site["nid"]
         hv["aegir_site_conflicts"] = conflicts.names.get(nid, [])
@@ -321,8 +327,248 @@ def build_inventory(session: Session) -> InventoryData:
                 hv["aegir_site_redirection"] = ""
 
     # 9. https (hosting_https, or the older hosting_ssl): absent tables mean no https
-    https_vars.add_site_vars(session, servers, sites)
+    https_vars.add_site_vars(session, servers, sites, limited=limit is not None)
     return inv
+
+
+class _SiteKey(NamedTuple):
+    """What decides whether a site is in the inventory and its suggested database name."""
+
+    nid: int
+    vid: int
+    name: str
+    title: str
+    platform: int
+    db_server: int
+    db_name: str | None
+
+
+def _site_refusal(name: str, platform: int, db_server: int, platforms: dict, rejected_servers: dict,
+                  rejected_platforms: dict) -> str | None:
+    """None: the site is an inventory host; "": it is left out silently (its platform is
+    deleted or missing); else why it is rejected."""
+    why = _refusal(name) or rejected_servers.get(db_server)
+    if why or platform not in platforms:
+        return why or rejected_platforms.get(platform) or ""
+    return None
+
+
+def _live_sites(*columns):
+    """SELECT of the live sites' current revisions (hosting_site joined on node.vid, with a
+    context: the rows of _site_rows), by default the columns of a _SiteKey."""
+    columns = columns or (m.Node.nid, m.Node.vid, m.HostingContext.name, m.Node.title,
+                          m.HostingSite.platform, m.HostingSite.db_server, m.HostingSite.db_name)
+    return (select(*columns).select_from(m.Node)
+            .join(m.HostingSite, _current(m.HostingSite))
+            .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
+            .where(m.Node.type == "site", m.HostingSite.status != m.SITE_DELETED))
+
+
+def _site_keys(session: Session, vids=(), nids=()) -> list[_SiteKey]:
+    """The live sites among these revision ids (current ones only) and node ids: primary key
+    lookups, in nid order."""
+    cond = [c for c in (m.Node.vid.in_(sorted(set(vids))) if vids else None,
+                        m.Node.nid.in_(sorted(set(nids))) if nids else None) if c is not None]
+    if not cond:
+        return []
+    return [_SiteKey(*r) for r in session.execute(_live_sites().where(or_(*cond)).order_by(m.Node.nid))]
+
+
+def _site_rows(session: Session, condition) -> list:
+    """The sites' rows (+ profile short name, client uname, backend settings), in nid order:
+    all live sites, or those matching `condition`."""
+    profile_pkg = select(m.HostingPackage.nid, m.HostingPackage.short_name).join(
+        m.Node, m.Node.vid == m.HostingPackage.vid).subquery()
+    client_tbl = select(m.HostingClient.nid, m.HostingClient.uname).join(
+        m.Node, m.Node.vid == m.HostingClient.vid).subquery()
+    hs = m.HostingSite
+    # Columns (a Bundle), not the HostingSite entity: building 10,000 ORM objects was a
+    # third of the time of a large inventory; the bundle reads the same (site.platform).
+    q = (select(m.Node.nid, m.Node.vid, m.HostingContext.name, m.Node.title,
+                Bundle("site", hs.platform, hs.db_server, hs.status, hs.language, hs.verified,
+                       hs.cron_key, hs.db_name),
+                profile_pkg.c.short_name, client_tbl.c.uname, SiteSettings.cron_interval)
+         .join(m.HostingSite, _current(m.HostingSite))
+         .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
+         .outerjoin(profile_pkg, profile_pkg.c.nid == m.HostingSite.profile)
+         .outerjoin(client_tbl, client_tbl.c.nid == m.HostingSite.client)
+         .outerjoin(SiteSettings, SiteSettings.nid == m.Node.nid)
+         .where(m.Node.type == "site", m.HostingSite.status != m.SITE_DELETED))
+    if condition is not None:
+        q = q.where(condition)
+    return list(session.execute(q.order_by(m.Node.nid)))
+
+
+def _limit_condition(limit: Iterable[str], platforms: dict):
+    """The sites of a limited inventory: named in the limit, or on a platform named in it
+    (a platform's group lists its live sites: delete refuses while there are any)."""
+    names = sorted({n for n in limit if n})
+    cond = m.HostingContext.name.in_(names)
+    on_platforms = [nid for nid, p in platforms.items() if p["name"] in names]
+    return or_(cond, m.HostingSite.platform.in_(on_platforms)) if on_platforms else cond
+
+
+def _alias_rows(session: Session, vids: list[int] | None):
+    """(vid, alias, redirection) of the current site revisions (of these vids), in order."""
+    q = (select(m.HostingSiteAlias.vid, m.HostingSiteAlias.alias, m.HostingSiteAlias.redirection)
+         .join(m.Node, m.Node.vid == m.HostingSiteAlias.vid)
+         .where(m.Node.type == "site"))
+    if vids is not None:
+        if not vids:
+            return []
+        q = q.where(m.HostingSiteAlias.vid.in_(vids))
+    return session.execute(q.order_by(m.HostingSiteAlias.vid, m.HostingSiteAlias.alias)).all()
+
+
+def _db_suggestions(rows: list[_SiteKey], taken: set, include) -> dict[int, tuple[str, list[str]]]:
+    """{nid: (suggested database name, further candidates)} of the sites without a database
+    name, in nid order (each suggestion is taken for the next sites, as provision does)."""
+    out = {}
+    for k in rows:
+        if k.db_name or not include(k):
+            continue
+        name = _suggest_db_name(k.title, k.db_server, taken)
+        out[k.nid] = (name, _db_name_candidates(k.title, k.db_server, taken))
+    return out
+
+
+def _by_server(pairs) -> dict[int, list[str]]:
+    out: dict[int, set[str]] = defaultdict(set)
+    for server, name in pairs:
+        out[server].add(name)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+class _FullSiteContext:
+    """What the checks of every site need, read whole (the full inventory)."""
+
+    def __init__(self, session: Session, site_rows: list, include):
+        self.session = session
+        # The databases this backend recorded as a site's own (created, or taken over on proof).
+        self.db_records = {rec.nid: rec for rec in session.execute(select(SiteDatabase)).scalars()}
+        self.db_owners = {(rec.db_server, rec.db_name): rec.nid for rec in self.db_records.values()}
+        self.taken_db_names = {(r[4].db_server, r[4].db_name) for r in site_rows if r[4].db_name}
+        self.taken_db_names |= set(self.db_owners)
+        self.suggestion_rows = [_SiteKey(nid, vid, name, title, site.platform, site.db_server, site.db_name)
+                                for nid, vid, name, title, site, *_rest in site_rows]
+
+    def claims(self, own: list[SiteClaims], suggestions: dict):
+        return own, self.db_owners, dict(self.session.execute(
+            select(SiteHostName.name, SiteHostName.nid)).all())
+
+
+# The most names in the IN lists of one query of recorded database names.
+_IN_LIST_MAX = 1000
+
+
+class _LimitedSiteContext:
+    """What the checks of a few sites need, read by queries filtered by those sites: the
+    database names their suggestions must avoid, and the other live sites that claim one of
+    their host names or databases (as uri, alias, recorded or suggested database, owner of
+    the database's record)."""
+
+    def __init__(self, session: Session, site_rows: list, include):
+        self.session = session
+        self.include = include
+        targets = [_SiteKey(nid, vid, name, title, site.platform, site.db_server, site.db_name)
+                   for nid, vid, name, title, site, *_rest in site_rows]
+        self.target_nids = [k.nid for k in targets]
+        db_servers = sorted({k.db_server for k in targets})
+        self.db_records = {rec.nid: rec for rec in session.execute(
+            select(SiteDatabase).where(SiteDatabase.nid.in_(self.target_nids))).scalars()}
+        # A site without a database name gets one suggested in nid order over the live sites
+        # of its db server that have none either (each takes its suggestion from the next):
+        # those of the targets' db servers take part, and a suggestion of theirs may also be
+        # the database a target names.
+        # (Each query on hosting_site alone, then the live current revisions by primary key:
+        # joined to node, MariaDB read every site row through the join.)
+        no_name = or_(m.HostingSite.db_name.is_(None), m.HostingSite.db_name == "")
+        unnamed_vids = session.execute(select(m.HostingSite.vid).where(
+            m.HostingSite.db_server.in_(db_servers), no_name)).scalars().all() if db_servers else []
+        mine = set(self.target_nids)
+        self.unnamed = [k for k in _site_keys(session, vids=unnamed_vids) if k.nid not in mine]
+        self.suggestion_rows = sorted(targets + self.unnamed, key=lambda k: k.nid)
+        wanted = {(k.db_server, n) for k in self.suggestion_rows if not k.db_name
+                  for n in _db_names(k.title)}
+        self.taken_db_names = self._recorded(wanted)
+
+    def _recorded(self, wanted: set) -> set:
+        """The (db server, name) pairs of `wanted` that a live site records or the backend
+        records as a site's own: one query of each kind per _IN_LIST_MAX names (a db server
+        with more candidates than that is read whole, its names only)."""
+        parts: list[tuple[int, list[str] | None]] = []
+        for server, names in _by_server(wanted).items():
+            if len(names) > 5 * _IN_LIST_MAX:
+                parts.append((server, None))
+            else:
+                parts += [(server, names[i:i + _IN_LIST_MAX]) for i in range(0, len(names), _IN_LIST_MAX)]
+        groups: list[list[tuple[int, list[str] | None]]] = []
+        size = 0
+        for server, part in parts:
+            if not groups or size + len(part or ()) > _IN_LIST_MAX:
+                groups.append([])
+                size = 0
+            groups[-1].append((server, part))
+            size += len(part or ())
+        taken = set()
+        for group in groups:
+            def where(model):
+                return or_(*(model.db_server == server if part is None else
+                             and_(model.db_server == server, model.db_name.in_(part))
+                             for server, part in group))
+
+            rows = [(vid, (server, name)) for vid, server, name in self.session.execute(
+                select(m.HostingSite.vid, m.HostingSite.db_server, m.HostingSite.db_name)
+                .where(where(m.HostingSite))) if (server, name) in wanted]
+            live = {k.vid for k in _site_keys(self.session, vids=[vid for vid, _key in rows])}
+            taken.update(key for vid, key in rows if vid in live)
+            taken.update((server, name) for server, name in self.session.execute(
+                select(SiteDatabase.db_server, SiteDatabase.db_name).where(where(SiteDatabase)))
+                if (server, name) in wanted)
+        return taken
+
+    def claims(self, own: list[SiteClaims], suggestions: dict):
+        names = sorted({n.lower() for c in own for n in (c.uri, *c.aliases)})
+        keys = {(c.db_server, c.db_name) for c in own if c.db_name}
+        by_server = _by_server(keys)
+        db_owners = {}
+        if by_server:
+            for server, nid, db_name in self.session.execute(
+                    select(SiteDatabase.db_server, SiteDatabase.nid, SiteDatabase.db_name).where(or_(*(
+                        and_(SiteDatabase.db_server == s, SiteDatabase.db_name.in_(n))
+                        for s, n in by_server.items())))):
+                if (server, db_name) in keys:
+                    db_owners[(server, db_name)] = nid
+        # The other sites naming one of these host names (uri or alias), or one of these
+        # databases, or owning one: one table each, then the live ones by primary key. Host
+        # names compare lower-cased (as isolation_conflicts does), which no index of
+        # hostmaster's tables serves: those two read one narrow column of the sites' nodes
+        # and of the aliases, in the database.
+        ex = self.session.execute
+        vids = ex(select(m.HostingSiteAlias.vid)
+                  .where(func.lower(m.HostingSiteAlias.alias).in_(names))).scalars().all()
+        if by_server:
+            vids += ex(select(m.HostingSite.vid).where(or_(*(
+                and_(m.HostingSite.db_server == s, m.HostingSite.db_name.in_(n))
+                for s, n in by_server.items())))).scalars().all()
+        nids = ex(select(m.Node.nid).where(m.Node.type == "site",
+                                           func.lower(m.Node.title).in_(names))).scalars().all()
+        nids += sorted(set(db_owners.values()))
+        found = {k.nid: k for k in _site_keys(self.session, vids=vids, nids=nids)}
+        # Sites whose suggested database is one of the targets' databases.
+        found.update((k.nid, k) for k in self.unnamed
+                     if k.nid in suggestions and (k.db_server, suggestions[k.nid][0]) in keys)
+        mine = {c.nid for c in own}
+        others = [k for nid, k in sorted(found.items()) if nid not in mine and self.include(k)]
+        aliases: dict[int, list[str]] = defaultdict(list)
+        for vid, alias, _redirection in _alias_rows(self.session, [k.vid for k in others]):
+            aliases[vid].append(alias)
+        claims = own + [SiteClaims(k.nid, k.title, aliases[k.vid], k.db_server,
+                                   k.db_name or suggestions.get(k.nid, ("", []))[0]) for k in others]
+        claims.sort(key=lambda c: c.nid)
+        name_owners = dict(self.session.execute(
+            select(SiteHostName.name, SiteHostName.nid).where(SiteHostName.name.in_(names))).all())
+        return claims, db_owners, name_owners
 
 
 def _db_record(rec: SiteDatabase | None, db_server: int, db: dict | None) -> dict:

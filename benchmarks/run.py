@@ -33,9 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZES = {
     "small": {"servers": 3, "platforms": 10, "sites": 1_000, "reverify_sites": 100,
-              "naive_sample": 3, "claim_tasks": 400, "memory_tasks": 200},
+              "naive_sample": 3, "claim_tasks": 400, "memory_tasks": 200,
+              "run_cost_sites": (100, 2_000), "claim_depths": (400, 2_000), "claim_depth_quota": 400},
     "large": {"servers": 10, "platforms": 100, "sites": 10_000, "reverify_sites": 1_000,
-              "naive_sample": 5, "claim_tasks": 2_000, "memory_tasks": 1_000},
+              "naive_sample": 5, "claim_tasks": 2_000, "memory_tasks": 1_000,
+              "run_cost_sites": (100, 20_000), "claim_depths": (2_000, 20_000),
+              "claim_depth_quota": 2_000},
 }
 INVENTORY_KEYS = ("servers", "platforms", "sites")
 OPTIONS = {"mitogen": False}
@@ -102,7 +105,8 @@ class Database:
             self.url = f"sqlite:///{workdir / 'bench.sqlite'}"
             self._drop = lambda: None
         else:
-            name = f"aegir_bench_{uuid.uuid4().hex[:8]}"
+            # AEGIR_BENCH_DB_PREFIX: for a MariaDB shared with others (their own names).
+            name = f"{os.environ.get('AEGIR_BENCH_DB_PREFIX', 'aegir_bench_')}{uuid.uuid4().hex[:8]}"
             admin = create_engine(mysql_url)
             with admin.begin() as c:
                 c.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
@@ -499,6 +503,22 @@ def bench_latency(db: Database, size: dict, repeat: int, workdir: Path) -> list[
 
 # -- 4. claim throughput --------------------------------------------------------------------
 
+def _run_claimers(url: str, procs_n: int, slots: int, quota: int = 0) -> list[dict]:
+    """Start `procs_n` claimer processes together (benchmarks/claimer.py); their JSON lines."""
+    start_at = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", url, str(start_at), str(slots),
+                               str(quota)], cwd=REPO, env={**os.environ}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(procs_n)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"claimer failed: {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
+    return results
+
+
 def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
     if db.kind != "mysql":
         return []  # several runner processes: MariaDB only (SQLite is one runner only)
@@ -507,18 +527,7 @@ def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
     rates, claims = [], []
     for _ in range(repeat):
         tasks = synthetic.queue_tasks(db.engine, "enable", nids["sites"])
-        start_at = time.time() + 3.0
-        env = {**os.environ}
-        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.claimer", db.url, str(start_at),
-                                   str(slots)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(procs_n)]
-        results = []
-        for p in procs:
-            out, err = p.communicate(timeout=600)
-            if p.returncode != 0:
-                raise RuntimeError(f"claimer failed: {err[-2000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        print("claimers: " + json.dumps(results), file=sys.stderr, flush=True)
+        results = _run_claimers(db.url, procs_n, slots)
         done = _task_outcomes(db, tasks)
         total = sum(r["tasks"] for r in results)
         if total != n or done["success"] != n:
@@ -529,6 +538,100 @@ def bench_claims(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
     return [{"measure": f"claims: {procs_n} runner processes, {n} enable tasks (claim + outcome, "
                         "no playbook)", "db": db.kind, "tasks": n, "tasks_per_s": median(rates),
              "tasks_per_s_each": " ".join(f"{x:.0f}" for x in rates), "claims": max(claims)}]
+
+
+def bench_claims_depth(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """Claims at queue depth (issue 19): 4 claimer processes claim (and record) the same
+    number of tasks, `claim_depth_quota`, from queues of each depth of `claim_depths` (one
+    enable task per site, 100 servers): tasks/s, and the time the claimers spent reading
+    pages of heads (the ranking of every queued task)."""
+    if db.kind != "mysql":
+        return []
+    procs_n, slots, quota = 4, 4, size["claim_depth_quota"]
+    rows, made = [], [db]
+    for depth in size["claim_depths"]:
+        if made:
+            d = made.pop()
+        else:
+            sub = workdir / uuid.uuid4().hex[:8]
+            sub.mkdir()
+            d = Database(db.kind, sub, OPTIONS["mysql_url"])
+        try:
+            nids = synthetic.build(d.engine, servers=100, platforms=100, sites=depth)
+            tasks = synthetic.queue_tasks(d.engine, "enable", nids["sites"])
+            with d.engine.begin() as c:
+                c.execute(text("ANALYZE TABLE hosting_task, node, hosting_site"))
+            results = _run_claimers(d.url, procs_n, slots, min(depth, quota) // procs_n)
+            done = _task_outcomes(d, tasks)
+            total = sum(r["tasks"] for r in results)
+            if done["success"] != total:
+                raise RuntimeError(f"claims: {total} tasks claimed, {done} recorded")
+            wall = max(r["last_done"] for r in results) - min(r["first"] for r in results)
+            rows.append({"measure": f"claims_depth: {procs_n} runner processes claim {quota} enable tasks "
+                                    "from a queue of `depth` over 100 servers (claim + outcome, no playbook)",
+                         "db": d.kind, "depth": depth, "tasks": total, "tasks_per_s": total / wall,
+                         "claim_s": sum(r["claim_s"] for r in results),
+                         "record_s": sum(r["record_s"] for r in results),
+                         "pages": sum(r["pages"] for r in results),
+                         "pages_s": sum(r["pages_s"] for r in results),
+                         "ms_per_page": 1000 * sum(r["pages_s"] for r in results)
+                         / max(1, sum(r["pages"] for r in results)),
+                         "claimer_rss_mb": " ".join(str(r["rss_mb"]) for r in results),
+                         "load": " ".join(f"{x:.1f}" for x in os.getloadavg())})
+            print(json.dumps(rows[-1]), flush=True)
+        finally:
+            d.close()
+    base = rows[0]["tasks_per_s"] if rows else None
+    for r in rows:
+        r["ratio_vs_shallowest"] = round(r["tasks_per_s"] / base, 2)
+    return rows
+
+
+def bench_claims_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """A runner's memory along many claims and outcomes (issue 19): one claimer process
+    (JobManager.claim with 4 slots + outcome.record, as a runner's loop without playbooks)
+    drains a queue of `claim_depths[-1]` enable tasks over 100 servers; its RSS after 1,000,
+    5,000 and 20,000 tasks and at the end."""
+    if db.kind != "mysql":
+        return []
+    depth = size["claim_depths"][-1]
+    nids = synthetic.build(db.engine, servers=100, platforms=100, sites=depth)
+    tasks = synthetic.queue_tasks(db.engine, "enable", nids["sites"])
+    r = _run_claimers(db.url, 1, 4)[0]
+    done = _task_outcomes(db, tasks)
+    if r["tasks"] != depth or done["success"] != depth:
+        raise RuntimeError(f"claims_memory: {r['tasks']} claimed, {done} recorded, expected {depth}")
+    at = {int(k): v for k, v in r["rss_at"].items()}
+    row = {"measure": f"claims_memory: one claimer process, {depth} enable tasks over 100 servers "
+                      "(claim + outcome, 4 slots)", "db": db.kind, "tasks": depth,
+           "tasks_per_s": depth / (r["last_done"] - r["first"]),
+           **{f"rss_after_{k}_mb": v for k, v in sorted(at.items())}, "rss_end_mb": r["rss_mb"]}
+    if 1000 in at:
+        row["end_vs_1000"] = round(r["rss_mb"] / at[1000], 3)
+    row["load"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [row]
+
+
+def bench_inventory_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    """RSS of a process building 30 one-site run inventories, then two whole ones, on a
+    frontend of run_cost's largest size (benchmarks/inventory_memory.py)."""
+    from sqlalchemy import select
+
+    from aegir_ansible.db import models as m
+
+    n = max(size["run_cost_sites"])
+    nids = synthetic.build(db.engine, servers=100, platforms=100, sites=n)
+    picks = nids["sites"][:: max(1, len(nids["sites"]) // 30)][:30]
+    with db.engine.connect() as c:
+        names = list(c.execute(select(m.HostingContext.name).where(m.HostingContext.nid.in_(picks))).scalars())
+    p = subprocess.run([sys.executable, "-m", "benchmarks.inventory_memory", db.url, *names], cwd=REPO,
+                       capture_output=True, text=True, timeout=3600)
+    if p.returncode != 0:
+        raise RuntimeError(f"inventory_memory failed: {p.stderr[-2000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    return [{"measure": f"inventory_memory: one process, 30 one-site run inventories then 2 whole ones, "
+                        f"{n} sites, 100 servers, 100 platforms", "db": db.kind, "sites": n, **r,
+             "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}]
 
 
 # -- 5. runner memory -----------------------------------------------------------------------
@@ -590,10 +693,28 @@ def bench_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
              "growth_after_10pct_pct": round(100 * (end - warm) / warm, 1)}]
 
 
+def bench_run_cost(db: Database, size: dict, repeat: int, workdir: Path) -> list[dict]:
+    from . import run_cost
+
+    sizes = list(size["run_cost_sites"])
+    made = [db]
+
+    def fresh():  # the given database first, then a new one of the same kind per size
+        if made:
+            return made.pop()
+        sub = workdir / uuid.uuid4().hex[:8]
+        sub.mkdir()
+        return Database(db.kind, sub, OPTIONS["mysql_url"])
+
+    return run_cost.bench_run_cost(fresh, sizes, repeat, full_at=[max(sizes)])
+
+
 MEASUREMENTS = {"inventory": bench_inventory, "reverify": bench_reverify,
                 "reverify_https": bench_reverify_https, "latency": bench_latency,
                 "claims": bench_claims, "memory": bench_memory,
-                "flush_cache": catalogue.bench_flush_cache}
+                "flush_cache": catalogue.bench_flush_cache, "run_cost": bench_run_cost,
+                "claims_depth": bench_claims_depth, "claims_memory": bench_claims_memory,
+                "inventory_memory": bench_inventory_memory}
 
 
 def format_tables(rows: list[dict], provenance: str = "") -> dict[str, str]:
@@ -638,7 +759,8 @@ def _write_results(path: Path, size: str, head: str, tables: dict[str, str]) -> 
                 body = command.group(0) + "\n\n" + body  # from a run of the older layout
             kept[name.strip()] = f"### {name.strip()}\n\n{body}"
     kept.update(tables)
-    tables_order = ("inventory", "re-verify", "latency", "claims", "memory", "flush_cache")
+    tables_order = ("inventory", "run_cost", "re-verify", "latency", "claims", "claims_depth",
+                    "claims_memory", "inventory_memory", "memory", "flush_cache")
     order = [n for n in tables_order if n in kept] + [n for n in kept if n not in tables_order]
     sections[size] = head + "\n\n".join(kept[n] for n in order) + "\n"
     order = sorted(sections, key=lambda k: (k != "small", k))
@@ -661,6 +783,7 @@ def main(argv=None) -> int:
                     help="also measure re-verify and latency with Mitogen (pip install mitogen)")
     args = ap.parse_args(argv)
     OPTIONS["mitogen"] = args.mitogen
+    OPTIONS["mysql_url"] = args.mysql_url
     size = SIZES[args.size]
     all_rows: list[dict] = []
     for name in args.only.split(","):
@@ -676,7 +799,8 @@ def main(argv=None) -> int:
                 print(json.dumps(r), flush=True)
             all_rows.extend(rows)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    sizes = ", ".join(f"{k} {v:,}" for k, v in size.items())
+    sizes = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {' / '.join(f'{x:,}' for x in v)}"
+                      for k, v in size.items())
     command = " ".join(argv if argv is not None else sys.argv[1:])
     provenance = (f"Command: `.venv/bin/python -m benchmarks.run {command}`; median of "
                   f"{args.repeat} runs; load average at the end {load} (other work on the "

@@ -49,7 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
-from aegir_ansible.inventory import build_inventory, script_output, unsafe
+from aegir_ansible.inventory import build_inventory, run_limit, script_output, unsafe
 from aegir_ansible.queries import isolation_refusal
 
 from . import rundirs, task_args
@@ -303,7 +303,6 @@ class Execution:
         for t in run.tasks:
             self.result.tasks[t.nid] = TaskResult(t)
         with Session(self.engine) as session:
-            inv = build_inventory(session)
             batch_server = None
             if run.task_type and len(run.tasks) > 1 and run.server is not None and \
                     (self.playbooks_dir / f"{run.task_type}-batch.yml").is_file() and \
@@ -327,6 +326,8 @@ class Execution:
                     resolved[t.vid] = task_args.resolve(session, t, args[t.vid])
                 except task_args.ArgumentError as exc:
                     resolved[t.vid] = f"Bad task argument: {exc}."
+            # Only the run's targets (and the sites their arguments name) among the sites.
+            inv = build_inventory(session, limit=run_limit((t.target_name, args[t.vid]) for t in run.tasks))
         hosts = []
         for t in run.tasks:
             name = t.target_name

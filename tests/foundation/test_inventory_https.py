@@ -31,9 +31,15 @@ def _server(s, fe, http_type, certificate=None):
 
 
 def _inventory(url):
+    """The whole inventory, after checking that a run's inventory limited to each site gives
+    that site the same variables (the limited one reads only its sites' https rows)."""
     engine = make_engine(url)
     with make_sessionmaker(engine)() as s:
         inv = build_inventory(s)
+        for site in inv.groups["aegir_sites"]["hosts"]:
+            limited = build_inventory(s, limit=[site])
+            assert limited.groups["aegir_sites"]["hosts"] == [site]
+            assert limited.effective_vars(site) == inv.effective_vars(site), site
     engine.dispose()
     return inv
 
