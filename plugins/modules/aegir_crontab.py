@@ -26,7 +26,7 @@ description:
     refused, and so is the two-character sequence C(\%), which cron cannot represent.
   - The crontab is read with C(crontab -l -u <user>) (no crontab counts as empty) and only
     written, with C(crontab -u <user> <tmpfile>), when its content changes.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
   - aegir-ansible contributors (!UNKNOWN)
 extends_documentation_fragment:

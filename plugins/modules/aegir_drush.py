@@ -20,7 +20,7 @@ description:
     C(output) drush printed, the shape the aegir queue runner reads from C(set_stats) for each
     task of a batch."
   - In check mode nothing runs; each site reports what would run.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
   - aegir-ansible contributors (!UNKNOWN)
 extends_documentation_fragment:
