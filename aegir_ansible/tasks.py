@@ -18,13 +18,20 @@ class TaskType:
     # Lower runs first among ready tasks (documented priority order).
     priority: int = 50
     # Many queued tasks of this type on one server may run as one playbook run (a batch):
-    # through playbooks/<name>-batch.yml on the server host when it exists, else as one run
+    # through playbooks/<name>_batch.yml on the server host when it exists, else as one run
     # of <name>.yml over all their sites (queue.jobs.BATCHABLE_TYPES).
     batchable: bool = False
 
     @property
     def playbook(self) -> str:
-        return f"{self.name}.yml"
+        return f"{playbook_name(self.name)}.yml"
+
+
+def playbook_name(task_type: str) -> str:
+    """The playbook of a task type, without .yml: hostmaster's names have hyphens
+    (backup-delete, login-reset), playbook names must not (a collection playbook is called by
+    FQCN, aegir.hosting.backup_delete)."""
+    return task_type.replace("-", "_")
 
 
 def _t(name, objects, title, **kw) -> TaskType:

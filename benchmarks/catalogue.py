@@ -1,5 +1,5 @@
 """The task catalogue's batching measured (benchmarks.run --only flush_cache): flush_cache of
-N sites of one server as the queue batches it (playbooks/flush_cache-batch.yml on the server
+N sites of one server as the queue batches it (playbooks/flush_cache_batch.yml on the server
 host, one aegir_drush call for the whole batch) against one playbook run per task.
 
 The sites, server and platform are the re-verify measurement's (SshFrontend: a real harness

@@ -277,7 +277,7 @@ class SshFrontend:
     def bootstrap(self) -> float:
         """Make the sites exist on the server without installing them (no database, no
         installer): a verify of the server and platform, then ONE batched site verify
-        (playbooks/verify-batch.yml) allowed to create the missing settings.php secret
+        (playbooks/verify_batch.yml) allowed to create the missing settings.php secret
         (`_aegir_site_install`), which writes directories, settings.php, sites.php, vhosts and
         cron jobs. Returns its wall time."""
         env = {"AEGIR_DB_URL": self.db.url}
@@ -297,7 +297,7 @@ class SshFrontend:
         extra = Path(tempfile.mkstemp(suffix=".json")[1])
         extra.write_text(json.dumps({"_aegir_site_install": True, "aegir_batch_sites": sites}))
         try:
-            return t + run_child([*pb, "verify-batch.yml", "--limit", server, "-e", f"@{extra}"],
+            return t + run_child([*pb, "verify_batch.yml", "--limit", server, "-e", f"@{extra}"],
                                  env=env, cwd=REPO / "playbooks")[0]
         finally:
             extra.unlink()

@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 from aegir_ansible.db import models as m
 from aegir_ansible.inventory import build_inventory, run_limit, script_output, unsafe
 from aegir_ansible.queries import isolation_refusal
+from aegir_ansible.tasks import playbook_name
 
 from . import rundirs, task_args
 from .events import LogWriter, classify, clean, event_host
@@ -208,7 +209,7 @@ class Execution:
         self.pid: int | None = None
         self.result = RunResult(run, started=time.time())
         self.by_host: dict[str, list[TaskRow]] = {}
-        # A batch run (playbooks/<type>-batch.yml): the play's host is the sites' server, whose
+        # A batch run (playbooks/<type>_batch.yml): the play's host is the sites' server, whose
         # events are logged to every task of the run; each site's result comes from set_stats.
         self.batch_server: str | None = None
         self.limit: list[str] = []
@@ -305,7 +306,7 @@ class Execution:
         with Session(self.engine) as session:
             batch_server = None
             if run.task_type and len(run.tasks) > 1 and run.server is not None and \
-                    (self.playbooks_dir / f"{run.task_type}-batch.yml").is_file() and \
+                    (self.playbooks_dir / f"{playbook_name(run.task_type)}_batch.yml").is_file() and \
                     all(t.target_type == "site" for t in run.tasks):
                 batch_server = session.execute(
                     select(m.HostingContext.name).where(m.HostingContext.nid == run.server)
@@ -356,12 +357,12 @@ class Execution:
             hosts.append(name)
         if not hosts:
             return None
-        playbook = self.playbooks_dir / f"{run.task_type}.yml"
+        playbook = self.playbooks_dir / f"{playbook_name(run.task_type)}.yml"
         self.limit = hosts
         extravars = {}
         if len(hosts) > 1 and batch_server and batch_server in inv.hosts:
             # Many sites of one server: the batch playbook on the server host, no task per site.
-            playbook = self.playbooks_dir / f"{run.task_type}-batch.yml"
+            playbook = self.playbooks_dir / f"{playbook_name(run.task_type)}_batch.yml"
             self.batch_server = batch_server
             self.limit = [batch_server]
             extravars = {"aegir_batch_sites": hosts}
@@ -573,7 +574,7 @@ class Execution:
 
 
 def clone_rollback(ex: Execution, task: TaskRow, reported: dict) -> Execution:
-    """A run of playbooks/clone-rollback.yml removing a clone that was made on the server
+    """A run of playbooks/clone_rollback.yml removing a clone that was made on the server
     but could not be recorded (outcome.py); its lines go to the clone task's log."""
     import uuid
 

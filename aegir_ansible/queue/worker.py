@@ -82,7 +82,7 @@ class Worker:
         self.once = once
         self.playbooks_dir = Path(playbooks_dir) if playbooks_dir else default_playbooks_dir()
         own_cfg = self.playbooks_dir / "ansible.cfg"
-        self.ansible_cfg = own_cfg if own_cfg.is_file() else paths.playbooks_dir() / "ansible.cfg"
+        self.ansible_cfg = own_cfg if own_cfg.is_file() else paths.ansible_cfg()
         self.batch_size = batch_size
         self.grace = grace
         self.install_signals = install_signals

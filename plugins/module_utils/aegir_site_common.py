@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: aegir-ansible contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Validation, quoting and file helpers shared by the aegir_site_files action and module.
 
 Everything here is pure Python (standard library only): the module ships it to the managed

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: aegir-ansible contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Check (or remove) the https certificates of many Aegir sites of one server in one call."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ DOCUMENTATION = r"""
 module: aegir_certificates
 short_description: Check the certificates of many sites of one server in one call
 description:
-  - Normally called through the M(aegir_certificates) action plugin, which lists the https sites
+  - Normally called through the M(aegir.hosting.aegir_certificates) action plugin, which lists the https sites
     of one server from their inventory variables. One call reads every site's certificate, so
     re-verifying thousands of https sites costs one round trip per server.
   - For each site it reads the certificate file (expiry, names, serial, issuer) and decides
@@ -24,6 +25,10 @@ description:
   - With O(state=absent) it removes the certificate directory of each listed site, only when its
     marker names that site (a directory it did not create is never removed).
   - Needs the Python C(cryptography) library on the managed node (as community.crypto does).
+author:
+  - aegir-ansible contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   sites:
     description: One dict per site (C(host), C(uri), C(names), C(source), C(dir), C(key_file),
@@ -46,6 +51,25 @@ attributes:
   diff_mode:
     support: partial
     details: With O(state=absent), the certificate directories that are (or would be) removed.
+  platform:
+    support: full
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+# Through the action plugin of the same name, as the aegir_https role calls it: one call per
+# server checks the certificates of all the https sites on it.
+- name: Check the https certificates of each server's sites
+  aegir.hosting.aegir_certificates:
+    server: "{{ item }}"
+    hosts: "{{ groups['aegir_sites'] }}"
+    state: present
+    renew_days: 30
+  run_once: true
+  delegate_to: "{{ item }}"
+  loop: "{{ groups['aegir_servers'] }}"
+  become: true
+  register: certificates
 """
 
 RETURN = r"""

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: aegir-ansible contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Manage many Aegir cron entries of one user's crontab in one locked call."""
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ description:
     refused, and so is the two-character sequence C(\%), which cron cannot represent.
   - The crontab is read with C(crontab -l -u <user>) (no crontab counts as empty) and only
     written, with C(crontab -u <user> <tmpfile>), when its content changes.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
-  - aegir-ansible contributors
+  - aegir-ansible contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   user:
     description:
@@ -109,6 +112,9 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Values are data, never code. Do not build O(jobs[].command) from a shell string; pass the argv.
   - Keep secrets out of job lines; crontabs are readable by their owner and root.

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: aegir-ansible contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run platform drush commands for many sites of one server in one module call."""
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ description:
     C(output) drush printed, the shape the aegir queue runner reads from C(set_stats) for each
     task of a batch."
   - In check mode nothing runs; each site reports what would run.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author:
-  - aegir-ansible contributors
+  - aegir-ansible contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   sites:
     description:
@@ -46,6 +49,11 @@ attributes:
   diff_mode:
     support: partial
     details: The diff of a site is the list of drush commands run (or that would run), not a file change.
+  platform:
+    support: full
+    platforms: posix
+requirements:
+  - C(timeout) from coreutils on the managed node (it bounds each drush command).
 notes:
   - Values are data, never code; each command is an argv, never a shell string.
 """
@@ -71,12 +79,14 @@ report:
 
 import os
 import re
-import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
 MAX_LINES = 40
 MAX_LINE = 500
+# Exit codes of coreutils timeout(1): the command ran out of time (TERM), or had to be killed.
+TIMED_OUT = (124, 137)
+KILL_AFTER = 10
 
 
 def _lines(text):
@@ -84,8 +94,9 @@ def _lines(text):
     return out[-MAX_LINES:]
 
 
-def _run_site(site, timeout, check_mode):
+def _run_site(module, site, timeout, timeout_bin):
     """(report entry, output lines) of one site."""
+    check_mode = module.check_mode
     if site.get("error"):
         return {"failed": str(site["error"])}, []
     unchanged = re.compile(site["unchanged"]) if site.get("unchanged") else None
@@ -105,19 +116,23 @@ def _run_site(site, timeout, check_mode):
     for command in commands:
         argv = [drush, "--root=" + root, "--uri=" + uri] + [str(a) for a in command]
         label = "drush " + " ".join(str(a) for a in command)
+        # timeout(1) bounds the run and stops drush's whole process group; values are data:
+        # no ~ or $VAR expansion, and an error starting drush fails this site only.
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=timeout, cwd=root if os.path.isdir(root) else None)
-        except subprocess.TimeoutExpired:
-            return {"failed": "%s did not finish within %d seconds" % (label, timeout)}, output
+            rc, stdout, stderr = module.run_command(
+                [timeout_bin, "--kill-after=%d" % KILL_AFTER, str(timeout)] + argv,
+                cwd=root if os.path.isdir(root) else None,
+                expand_user_and_vars=False, handle_exceptions=False)
         except OSError as exc:
             return {"failed": "%s could not start: %s" % (label, exc)}, output
-        lines = _lines(proc.stdout) + _lines(proc.stderr)
+        if rc in TIMED_OUT:
+            return {"failed": "%s did not finish within %d seconds" % (label, timeout)}, output
+        lines = _lines(stdout) + _lines(stderr)
         output.append("%s:" % label)
         output.extend("  " + line for line in lines)
-        if proc.returncode != 0:
-            why = "; ".join(_lines(proc.stderr) or _lines(proc.stdout) or ["no output"])
-            return {"failed": "%s failed (exit code %d): %s" % (label, proc.returncode, why[:1000])}, output
+        if rc != 0:
+            why = "; ".join(_lines(stderr) or _lines(stdout) or ["no output"])
+            return {"failed": "%s failed (exit code %d): %s" % (label, rc, why[:1000])}, output
         if not (unchanged and any(unchanged.search(line) for line in lines)):
             quiet = False
     if quiet:
@@ -134,9 +149,10 @@ def main():
         supports_check_mode=True,
     )
     report, diffs = {}, []
+    timeout_bin = module.get_bin_path("timeout", required=True)
     for site in module.params["sites"]:
         key = str(site.get("key") or site.get("uri") or "")
-        entry, output = _run_site(site, module.params["timeout"], module.check_mode)
+        entry, output = _run_site(module, site, module.params["timeout"], timeout_bin)
         entry["output"] = output
         report[key] = entry
         if module._diff and site.get("commands"):

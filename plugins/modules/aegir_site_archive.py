@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: aegir-ansible contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Create and deploy Aegir site backup archives (see DOCUMENTATION)."""
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ description:
     gone is not an error)."
   - "O(state=clean): remove the site's temporary directories (C(.aegir-tmp-<site_uri>_*)) in
     O(backup_dir) that nothing has touched for O(max_age) seconds: what a killed run left."
+author:
+  - aegir-ansible contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   state:
     type: str
@@ -125,6 +130,55 @@ attributes:
   diff_mode:
     support: partial
     details: The diff names the paths that appear, are replaced or go (not file contents).
+  platform:
+    support: full
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Back up a site into one archive (the database dump was written to /tmp/run/database.sql)
+  aegir.hosting.aegir_site_archive:
+    state: archive
+    site_path: /var/aegir/platforms/d10/sites/example.com
+    site_uri: example.com
+    site_nid: 42
+    dump_file: /tmp/run/database.sql
+    dest: /var/aegir/backups/example.com-20260101.000000.tar.gz
+    tmp_dir: /tmp/run
+    exclude: [files/css, files/js]
+    strip_secrets: [db_password]
+    owner: aegir
+  become: true
+
+- name: Check that an archive is a backup of this site before restoring it
+  aegir.hosting.aegir_site_archive:
+    state: check
+    src: /var/aegir/backups/example.com-20260101.000000.tar.gz
+    backup_dir: /var/aegir/backups
+    site_uri: example.com
+    site_nid: 42
+  register: backup_check
+
+- name: Deploy it over the live site, keeping settings.php from the running one
+  aegir.hosting.aegir_site_archive:
+    state: deploy
+    src: /var/aegir/backups/example.com-20260101.000000.tar.gz
+    sha256: "{{ backup_check.sha256 }}"
+    site_path: /var/aegir/platforms/d10/sites/example.com
+    site_uri: example.com
+    dump_dest: /tmp/run/database.sql
+    replace: true
+    keep_files: [settings.php]
+    owner: aegir
+    group: www-data
+  become: true
+
+- name: Remove temporary directories that killed runs of this site left behind
+  aegir.hosting.aegir_site_archive:
+    state: clean
+    backup_dir: /var/aegir/backups
+    site_uri: example.com
+    max_age: 86400
 """
 
 RETURN = r"""
@@ -165,10 +219,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:  # installed as the aegir.hosting collection
-    from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
-except ImportError:  # from this repository (ansible.cfg: module_utils = plugins/module_utils)
-    from ansible.module_utils import aegir_site_common as common
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
 DUMP_NAME = "database.sql"
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = "aegir-ansible-backup/1"

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: aegir-ansible contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Write the files of many Aegir sites of one server in one call (see DOCUMENTATION)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ DOCUMENTATION = r"""
 module: aegir_site_files
 short_description: Bring the directories, settings, sites.php entries and vhosts of many sites up to date in one call
 description:
-  - Normally called through the M(aegir_site_files) action plugin, which renders the role
+  - Normally called through the M(aegir.hosting.aegir_site_files) action plugin, which renders the role
     templates on the controller and passes the rendered contents here. One call handles every
     site of one server, so re-verifying thousands of sites costs one round trip.
   - For each site it creates the listed directories, writes the listed files (only when the
@@ -30,6 +31,10 @@ description:
     reloaded at most once per call.
   - The whole call runs under an exclusive lock on O(lock_file), so parallel playbook runs on
     the same server serialise their edits of C(sites.php) and the vhost test/reload.
+author:
+  - aegir-ansible contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   sites:
     description: One dict per site (keys C(host), C(uri), C(site_path), C(platform_root),
@@ -77,6 +82,39 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    support: full
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+# Through the action plugin of the same name, as the aegir_site role calls it: the plan step
+# groups the play's site hosts by server, then one call per server renders each site's files
+# on the controller from its inventory variables and writes them all.
+- name: Find the servers that hold the sites of this play
+  aegir.hosting.aegir_site_files:
+    plan: true
+    hosts: "{{ ansible_play_hosts }}"
+  run_once: true
+  register: plan
+
+- name: Write the directories, settings.php and sites.php entries of each server's sites
+  aegir.hosting.aegir_site_files:
+    part: site
+    server: "{{ item }}"
+    hosts: "{{ ansible_play_hosts }}"
+    state: present
+    templates:
+      settings: "{{ playbook_dir }}/templates/settings.php.j2"
+    site_dirs:
+      - {path: ".", mode: "0755"}
+      - {path: files, mode: "02775"}
+      - {path: private, mode: "02770"}
+    lock_timeout: 300
+  run_once: true
+  delegate_to: "{{ item }}"
+  loop: "{{ plan.servers }}"
+  become: true
 """
 
 RETURN = r"""
@@ -95,10 +133,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:  # installed as the aegir.hosting collection
-    from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
-except ImportError:  # from this repository (ansible.cfg: module_utils = plugins/module_utils)
-    from ansible.module_utils import aegir_site_common as common
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
 
 SITES_PHP_HEADER = (
     "<?php\n\n"

@@ -3,41 +3,15 @@ itself, and its roles run from a plain static inventory (examples/static-invento
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from .helpers import BIN, REPO, run
+
 EXAMPLE = REPO / "examples" / "static-inventory"
-
-
-def run(*cmd, cwd=REPO, env=None, check=True):
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory):
-    """The collection built from this checkout and installed into a fresh collections path."""
-    tmp = tmp_path_factory.mktemp("collection")
-    run(BIN / "ansible-galaxy", "collection", "build", "--output-path", tmp, REPO)
-    tarball = next(tmp.glob("aegir-hosting-*.tar.gz"))
-    path = tmp / "collections"
-    run(BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", path, tarball)
-    root = path / "ansible_collections" / "aegir" / "hosting"
-    assert (root / "roles" / "aegir_vhost" / "tasks" / "main.yml").is_file()
-    assert not (root / "aegir_ansible").exists() and not (root / "tests").exists()
-    return path
 
 
 def clean_env(collections_path, cfg=None) -> dict:
@@ -62,15 +36,41 @@ MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("aegir_*.py
 
 @pytest.mark.parametrize("name", MODULES)
 def test_every_module_documents_itself_with_check_mode_and_diff(name):
-    """ansible-doc renders each custom module, which declares check mode and diff support."""
-    import json
-
-    doc = json.loads(run(BIN / "ansible-doc", "--json", name).stdout)[name]["doc"]
-    assert doc["short_description"] and doc["options"]
+    """From the checkout (the collection in place, through ansible.cfg's collections_path),
+    ansible-doc renders each module by FQCN; each declares check mode and diff support."""
+    fqcn = f"aegir.hosting.{name}"
+    doc = json.loads(run(BIN / "ansible-doc", "--json", fqcn).stdout)[fqcn]["doc"]
+    assert doc["short_description"] and doc["options"] and doc["author"]
+    assert doc["filename"].startswith(str(REPO / "collections" / "ansible_collections")), doc["filename"]
     attributes = doc.get("attributes", {})
     assert attributes.get("check_mode", {}).get("support") in ("full", "partial"), attributes
     assert attributes.get("diff_mode", {}).get("support") in ("full", "partial"), attributes
-    assert name in run(BIN / "ansible-doc", name).stdout
+    assert all(a.get("description") for a in attributes.values()), attributes
+    assert fqcn in run(BIN / "ansible-doc", fqcn).stdout
+
+
+def test_inventory_plugin_is_listed_from_the_installed_collection(collection, tmp_path):
+    proc = run(BIN / "ansible-doc", "-t", "inventory", "-l", "aegir.hosting", cwd=tmp_path,
+               env=clean_env(collection))
+    assert proc.stdout.split()[0] == "aegir.hosting.aegir", proc.stdout
+
+
+def test_installed_collection_holds_real_files(collection_root):
+    links = [str(p) for p in collection_root.rglob("*") if p.is_symlink()]
+    assert not links
+    assert (collection_root / "LICENSE").read_text().startswith(" " * 20 + "GNU GENERAL PUBLIC LICENSE")
+    assert "Version 3" in (collection_root / "LICENSE").read_text()[:200]
+
+
+def test_playbooks_run_by_fqcn_from_the_installed_collection(collection, collection_root, tmp_path):
+    """Every playbook has a name a FQCN can call, and ansible-playbook finds it by FQCN."""
+    names = sorted(p.stem for p in (collection_root / "playbooks").glob("*.yml"))
+    assert "backup_delete" in names and "verify_batch" in names
+    assert all(n.isidentifier() for n in names), names
+    for name in ("verify", "backup_delete", "login_reset", "flush_cache_batch"):
+        proc = run(BIN / "ansible-playbook", "--syntax-check", "-i", "localhost,",
+                   f"aegir.hosting.{name}", cwd=tmp_path, env=clean_env(collection))
+        assert f"playbook: {collection_root / 'playbooks' / name}.yml" in proc.stdout, proc.stdout
 
 
 @pytest.mark.e2e

@@ -24,6 +24,7 @@ from aegir_ansible.db import make_engine
 from aegir_ansible.db import models as m
 from aegir_ansible.db.grants import FRONTEND_WRITES, backend_tables, grant_statements
 from aegir_ansible.db.grants_cli import grants_command
+from aegir_ansible.tasks import playbook_name
 from tests.queue.conftest import PLAYBOOKS, World, configure, run_once
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +92,7 @@ def _playbooks(tmp_path) -> Path:
     out = tmp_path / "playbooks"
     shutil.copytree(PLAYBOOKS, out)
     for task_type, report in RESULT_PLAYBOOKS.items():
-        (out / f"{task_type}.yml").write_text(
+        (out / f"{playbook_name(task_type)}.yml").write_text(
             f"- name: Queue test playbook ({task_type})\n"
             "  ansible.builtin.import_playbook: verify.yml\n"
             f"- name: Report the {task_type}\n  hosts: all\n  gather_facts: false\n  tasks:\n"

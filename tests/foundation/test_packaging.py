@@ -1,4 +1,5 @@
-"""A wheel ships playbooks, roles and plugins, and the installed inventory script works."""
+"""A wheel ships the aegir.hosting collection (playbooks, roles, plugins) where Ansible finds it
+on sys.path, and the installed inventory script works."""
 
 from __future__ import annotations
 
@@ -23,20 +24,36 @@ def installed(tmp_path_factory):
     target = tmp / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True, timeout=300)
-    return target / "aegir_ansible"
+    return target / "ansible_collections" / "aegir" / "hosting"
 
 
 def test_wheel_ships_playbooks_roles_and_plugins(installed):
     assert (installed / "playbooks" / "aegir_inventory.py").is_file()
-    assert (installed / "playbooks" / "ansible.cfg").is_file()
-    assert (installed / "inventory_plugins" / "aegir.py").is_file()
+    assert (installed / "ansible.cfg").is_file()
+    assert (installed / "meta" / "runtime.yml").is_file()
+    assert (installed / "plugins" / "inventory" / "aegir.py").is_file()
+    assert not (installed / "plugins" / "inventory" / "aegir.py").is_symlink()
     assert any((installed / "roles").glob("*/tasks/main.yml"))
     assert os.access(installed / "playbooks" / "aegir_inventory.py", os.X_OK)
 
 
+def test_ansible_finds_the_wheels_collection_on_sys_path(installed, tmp_path):
+    """With the wheel on the Python path and no collections path of ours, Ansible resolves
+    aegir.hosting (its modules, its inventory plugin) from site-packages."""
+    env = {**os.environ, "PYTHONPATH": str(installed.parents[2]),
+           "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "none"), "ANSIBLE_CONFIG": str(tmp_path / "none.cfg")}
+    bin_dir = Path(sys.executable).parent
+    for plugin_type, name in (("module", "aegir.hosting.aegir_site_files"), ("inventory", "aegir.hosting.aegir")):
+        proc = subprocess.run([str(bin_dir / "ansible-doc"), "-t", plugin_type, "--json", name], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)[name]["doc"]
+        assert str(installed) in doc["filename"], doc["filename"]
+
+
 def test_installed_inventory_script_runs(installed, tmp_path):
     db = f"sqlite:///{tmp_path}/a.sqlite"
-    env = {**os.environ, "AEGIR_DB_URL": db, "PYTHONPATH": str(installed.parent)}
+    env = {**os.environ, "AEGIR_DB_URL": db, "PYTHONPATH": str(installed.parents[2])}
     aegir = [sys.executable, "-m", "aegir_ansible.cli"]
     subprocess.run([*aegir, "db", "init"], env=env, check=True, cwd=tmp_path)
     subprocess.run([*aegir, "server", "add", "m.example.net", "--local", "--http", "nginx",

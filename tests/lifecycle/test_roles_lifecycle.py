@@ -251,14 +251,14 @@ def test_clone(env):
 
 
 def test_login_reset(env, make_platform):
-    result = env.run("login-reset.yml", limit=A1).assert_ok()
+    result = env.run("login_reset.yml", limit=A1).assert_ok()
     assert "user/reset/1/" not in result.stdout  # the link goes to the queue (set_stats) only
     # A platform without drush: a clear task error.
     root = make_platform(env.servers["apache"], "nodrush")
     os.unlink(Path(root) / "vendor" / "bin" / "drush")
     env.inv.add_platform(env.servers["apache"], "platform_nodrush", root)
     env.inv.add_site(env.servers["apache"], "platform_nodrush", "nodrush.lc.test", env.db_name("nd"))
-    result = env.run("login-reset.yml", limit="nodrush.lc.test")
+    result = env.run("login_reset.yml", limit="nodrush.lc.test")
     assert result.rc != 0
     assert f"has no drush at {root}/vendor/bin/drush" in result.stdout
     del env.inv.sites["nodrush.lc.test"]
@@ -267,11 +267,11 @@ def test_login_reset(env, make_platform):
 def test_backup_delete(env):
     archives = sorted(env.backups("apache").glob(f"{A1}-*.tar.gz"))
     assert archives
-    refused = env.run("backup-delete.yml", limit=A1, extra_vars={"aegir_site_backup_delete_files": [
+    refused = env.run("backup_delete.yml", limit=A1, extra_vars={"aegir_site_backup_delete_files": [
         {"bid": 1, "file": str(archives[0])}, {"bid": 2, "file": "/etc/../etc/passwd.tar.gz"}]})
     assert refused.rc != 0 and "Refusing to remove" in refused.stdout
     assert archives[0].exists()
-    env.run("backup-delete.yml", limit=A1, extra_vars={"aegir_site_backup_delete_files": [
+    env.run("backup_delete.yml", limit=A1, extra_vars={"aegir_site_backup_delete_files": [
         {"bid": i, "file": str(a)} for i, a in enumerate(archives)]}).assert_ok()
     assert not any(a.exists() for a in archives)
 

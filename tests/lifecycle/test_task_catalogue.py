@@ -90,7 +90,7 @@ def test_a_batch_runs_once_and_each_task_has_its_own_outcome(fe):
     fe.assert_ok(ok)
     assert fe.status(bad) == m.TASK_ERROR
     for nid in (ok, bad):
-        assert "Running playbook features_revert_all-batch.yml" in fe.log_text(nid)
+        assert "Running playbook features_revert_all_batch.yml" in fe.log_text(nid)
         assert "together with 1 other task(s)" in fe.log_text(nid)
     assert "Reverted: aegir_test_feature" in fe.log_text(ok)
     assert "not a feature (module) name" in fe.log_text(bad)

@@ -1,4 +1,4 @@
-"""Coalesced site verify through the runner with the real playbooks (playbooks/verify-batch.yml):
+"""Coalesced site verify through the runner with the real playbooks (playbooks/verify_batch.yml):
 one run for the batch, no task per site host, each task its own outcome and log; one failing
 site fails only its own task; a second verify reports every task unchanged."""
 
@@ -21,8 +21,8 @@ from aegir_ansible.queue.worker import Worker
 REAL = paths.playbooks_dir()
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not (REAL / "verify-batch.yml").is_file(),
-                                 reason="playbooks/verify-batch.yml is not there")]
+              pytest.mark.skipif(not (REAL / "verify_batch.yml").is_file(),
+                                 reason="playbooks/verify_batch.yml is not there")]
 
 
 class Front:
@@ -87,7 +87,7 @@ def test_batched_verify_one_run_own_outcomes(fresh_servers, test_db_server, make
         # The sites exist on the server without an install (no database): one batch verify
         # allowed to create the settings.php secret.
         url = f"sqlite:///{tmp_path / 'aegir.sqlite'}"
-        run_playbook("playbooks/verify-batch.yml", REAL / "aegir_inventory.py", limit="server_batch",
+        run_playbook("playbooks/verify_batch.yml", REAL / "aegir_inventory.py", limit="server_batch",
                      extra_vars={"_aegir_site_install": True, "aegir_batch_sites": sites},
                      env={"AEGIR_DB_URL": url}).assert_ok()
         for uri in sites:
@@ -102,7 +102,7 @@ def test_batched_verify_one_run_own_outcomes(fresh_servers, test_db_server, make
         for nid, uri in zip(tasks[:2], sites[:2]):
             log = fe.log(nid)
             assert fe.status(nid) == m.TASK_SUCCESS, log
-            assert "Running playbook verify-batch.yml" in log and "together with 2 other" in log
+            assert "Running playbook verify_batch.yml" in log and "together with 2 other" in log
             assert f"Summary for {uri}: ok=1" in log, log
             assert sites[2] not in log.replace(f"Summary for {sites[2]}", ""), log
         bad_log = fe.log(tasks[2])

@@ -62,7 +62,7 @@ def role_playbook(directory: Path, role: str, entry: str | list = "main") -> Pat
     for name, task_vars in entries:
         text += (f"    - name: Run {role} {name}\n"
                  "      ansible.builtin.include_role:\n"
-                 f"        name: {role}\n"
+                 f"        name: aegir.hosting.{role}\n"
                  f"        tasks_from: {name}\n"
                  f"      vars: {json.dumps(task_vars)}\n")
     with os.fdopen(fd, "w") as f:
