@@ -18,7 +18,6 @@ validation (feature names), never shell.
 
 from __future__ import annotations
 
-import os
 import re
 
 from ansible.errors import AnsibleActionFail
@@ -27,21 +26,8 @@ from ansible.plugins.action import ActionBase
 _FEATURE = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
 _TRUE = ("1", "true", "yes", "on")
 
+from ansible_collections.aegir.hosting.plugins.plugin_utils import aegir_sites as _sites
 
-def _load_sites():
-    """plugins/plugin_utils/aegir_sites.py (Vars, plain), loaded by path (checkout or installed
-    collection)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "plugin_utils", "aegir_sites.py")
-    spec = importlib.util.spec_from_file_location("_aegir_sites_plugin_utils", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_sites = _load_sites()
 Vars = _sites.Vars
 plain = _sites.plain
 

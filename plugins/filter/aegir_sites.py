@@ -18,23 +18,10 @@ of such a list, so the role YAML needs no ``range | map('extract')`` idioms.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.aegir.hosting.plugins.plugin_utils import aegir_sites as sites
 
-def _load_sites():
-    """plugins/plugin_utils/aegir_sites.py, loaded by path (checkout or installed collection)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "plugin_utils", "aegir_sites.py")
-    spec = importlib.util.spec_from_file_location("_aegir_sites_plugin_utils", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sites = _load_sites()
 plain = sites.plain
 
 CRON_STATES = ("auto", "present", "absent")

@@ -13,25 +13,11 @@ calls modules.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
-import os
 import re
 
-
-def _load_module_utils(name):
-    """plugins/module_utils/<name>.py (shared with the modules), loaded by path: this file is
-    loaded by path too, from the checkout's plugin directories or the installed collection."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "module_utils", name + ".py")
-    spec = importlib.util.spec_from_file_location("_%s_controller" % name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-common = _load_module_utils("aegir_site_common")
-https = _load_module_utils("aegir_https")
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_https as https
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
 
 # The one place the roles take the web servers' default commands from (argv lists): the
 # aegir_site_files action (vhosts), and the aegir_server and aegir_platform role defaults

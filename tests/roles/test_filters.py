@@ -141,17 +141,17 @@ def test_http_commands_are_the_one_table():
 
 
 def test_filters_run_in_ansible(tmp_path):
-    """The roles call the filters by name through ansible.cfg's filter_plugins."""
+    """The roles call the filters by FQCN (aegir.hosting.*), resolved from the checkout as the collection."""
     playbook = tmp_path / "play.yml"
     playbook.write_text("""
 - hosts: all
   gather_facts: false
   tasks:
     - ansible.builtin.debug:
-        msg: "{{ {'servers': ansible_play_hosts | aegir_site_servers(hostvars),
-                  'cron': ansible_play_hosts | aegir_site_cron_jobs(hostvars) | map(attribute='cron_jobs') | list,
-                  'failed': results | aegir_site_failed_hosts,
-                  'apache': 'apache' | aegir_http_commands} | to_json }}"
+        msg: "{{ {'servers': ansible_play_hosts | aegir.hosting.aegir_site_servers(hostvars),
+                  'cron': ansible_play_hosts | aegir.hosting.aegir_site_cron_jobs(hostvars) | map(attribute='cron_jobs') | list,
+                  'failed': results | aegir.hosting.aegir_site_failed_hosts,
+                  'apache': 'apache' | aegir.hosting.aegir_http_commands} | to_json }}"
       vars:
         results: [{failed_sites: {one.example: boom}}, {skipped: true}]
 """)
