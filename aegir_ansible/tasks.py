@@ -19,7 +19,7 @@ class TaskType:
     priority: int = 50
     # Many queued tasks of this type on one server may run as one playbook run (a batch):
     # through playbooks/<name>-batch.yml on the server host when it exists, else as one run
-    # of <name>.yml over all their sites (queue.jobs.BATCHABLE_TYPES).
+    # of <name>.yml over all their sites (queue.claim.BATCHABLE_TYPES).
     batchable: bool = False
 
     @property
