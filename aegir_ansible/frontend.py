@@ -24,8 +24,11 @@ from .validation import (
     InputError,
     check_abs_path,
     check_context_name,
+    check_fastcgi,
     check_host_address,
     check_language,
+    check_listen_address,
+    check_port,
     check_profile,
     check_unix_name,
     normalize_hostname,
@@ -188,8 +191,9 @@ class Frontend:
         if not local:
             check_unix_name(ssh_user, "ssh user")
         for port, what in ((http_port, "http port"), (db_port, "db port"), (ssh_port, "ssh port")):
-            if not 0 < int(port) < 65536:
-                raise InputError(f"{what} {port} is out of range")
+            check_port(port, what)
+        check_fastcgi(php_fastcgi)
+        check_listen_address(http_listen_address)
         for cmd, what in ((http_test_cmd, "http test command"), (http_reload_cmd, "http reload command")):
             if cmd is not None and (not cmd or not all(isinstance(a, str) and a for a in cmd)):
                 raise InputError(f"{what} must be a non-empty list of arguments")
