@@ -10,7 +10,7 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .db import models as m
@@ -136,15 +136,6 @@ def task_log(session: Session, nid: int, after_lid: int = 0) -> list[dict]:
             .order_by(m.HostingTaskLog.lid)
         )
     ]
-
-
-def count_tasks_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(m.HostingTask.task_status, func.count())
-        .join(m.Node, m.Node.vid == m.HostingTask.vid)
-        .group_by(m.HostingTask.task_status)
-    )
-    return {m.TaskStatus.label_of(st): n for st, n in rows}
 
 
 # -- tenant isolation: host names and databases no two live sites may share --------------------

@@ -1,5 +1,5 @@
 """The catalogue of Aegir task types the backend knows: which objects each applies to,
-which playbook runs it, and how the queue may treat it."""
+and how the queue may treat it (a task of type T runs playbooks/T.yml)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,6 @@ class TaskType:
     # through playbooks/<name>-batch.yml on the server host when it exists, else as one run
     # of <name>.yml over all their sites (queue.claim.BATCHABLE_TYPES).
     batchable: bool = False
-
-    @property
-    def playbook(self) -> str:
-        return f"{self.name}.yml"
 
 
 def _t(name, objects, title, **kw) -> TaskType:
@@ -72,7 +68,3 @@ DRUSH_TASK_TYPES = frozenset({
 # A platform-wide task blocks site tasks of that platform (delete, lock, migrate on the
 # platform itself; 'platform_wide' only counts when the task targets a platform).
 PLATFORM_WIDE_TYPES = frozenset(t.name for t in TASK_TYPES.values() if t.platform_wide)
-
-
-def get_task_type(name: str) -> TaskType | None:
-    return TASK_TYPES.get(name)

@@ -25,14 +25,6 @@ def _environ_has(pid: int, marker: bytes) -> bool:
         return False
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def parent_pid(pid: int) -> int | None:
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
