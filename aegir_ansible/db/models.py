@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text, TypeDecorator, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -79,6 +79,21 @@ class ServerStatus(_Status):
     ENABLED = 1
 
 
+class StatusValue(TypeDecorator):
+    """A status column as stored (Integer, or Drupal's TinyInt), bound as a plain int: a
+    driver may quote an int subclass (an enum member) as a string."""
+
+    impl = Integer
+    cache_ok = True
+
+    def __init__(self, stored=Integer):
+        super().__init__()
+        self.impl = self.impl_instance = stored() if isinstance(stored, type) else stored
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else int(value)
+
+
 # The enums' members under hostmaster's constant names (HOSTING_TASK_QUEUED ...).
 SERVER_DELETED, SERVER_LOCKED, SERVER_QUEUED, SERVER_ENABLED = ServerStatus
 PLATFORM_DELETED, PLATFORM_LOCKED, PLATFORM_QUEUED, PLATFORM_ENABLED = PlatformStatus
@@ -143,7 +158,7 @@ class HostingServer(AegirBase):
     nid: Mapped[int] = _uint()
     human_name: Mapped[str | None] = mapped_column(TinyText, nullable=True)
     verified: Mapped[int] = _int()
-    status: Mapped[int] = mapped_column(TinyInt, nullable=False, server_default=text("0"))
+    status: Mapped[int] = mapped_column(StatusValue(TinyInt), nullable=False, server_default=text("0"))
 
 
 class HostingService(AegirBase):
@@ -185,7 +200,7 @@ class HostingPlatform(AegirBase):
     makefile: Mapped[str | None] = mapped_column(LongText, nullable=True)
     web_server: Mapped[int] = _int()
     verified: Mapped[int] = _int()
-    status: Mapped[int] = mapped_column(TinyInt, nullable=False, server_default=text("0"))
+    status: Mapped[int] = mapped_column(StatusValue(TinyInt), nullable=False, server_default=text("0"))
     make_working_copy: Mapped[int] = _uint()
 
 
@@ -202,7 +217,7 @@ class HostingSite(AegirBase):
     last_cron: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cron_key: Mapped[str | None] = mapped_column(String(80), nullable=True, server_default="")
     verified: Mapped[int] = _int()
-    status: Mapped[int] = mapped_column(TinyInt, nullable=False, server_default=text("0"))
+    status: Mapped[int] = mapped_column(StatusValue(TinyInt), nullable=False, server_default=text("0"))
 
 
 class HostingSiteAlias(AegirBase):
@@ -273,7 +288,7 @@ class HostingTask(AegirBase):
     nid: Mapped[int] = _uint(index=True)
     task_type: Mapped[str | None] = mapped_column(LongText, nullable=True)
     rid: Mapped[int] = _int()
-    task_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    task_status: Mapped[int | None] = mapped_column(StatusValue(Integer), nullable=True)
     executed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     delta: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
