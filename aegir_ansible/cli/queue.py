@@ -173,6 +173,9 @@ def task_log(nid, follow, as_json):
         raise InputError(f"no task {nid}")
     last = 0
     while True:
+        # The status before the lines: the closing lines commit with the final status, so a
+        # final status read here means the lines read next include them.
+        st = task_status(c.engine, nid)
         with c.session() as s:
             lines = queries.task_log(s, nid, after_lid=last)
         for line in lines:
@@ -182,7 +185,6 @@ def task_log(nid, follow, as_json):
             else:
                 ts = datetime.fromtimestamp(line["timestamp"]).strftime("%H:%M:%S")
                 click.echo(f"{ts} [{line['type']}] {line['message']}")
-        st = task_status(c.engine, nid)
         if not follow or st not in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
             return
         time.sleep(1)
