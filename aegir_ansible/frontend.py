@@ -17,14 +17,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .db import models as m
-from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteSettings
+from . import defaults
+from .db.backend import ServerSettings, SiteSettings
 from .tasks import TASK_TYPES
 from .validation import (
     InputError,
     check_abs_path,
     check_context_name,
+    check_fastcgi,
     check_host_address,
     check_language,
+    check_listen_address,
+    check_port,
     check_profile,
     check_unix_name,
     normalize_hostname,
@@ -80,7 +84,7 @@ class Frontend:
             raise InputError(f"no {' or '.join(types)} named {ref!r}")
         node, name = row
         status = self._status(node)
-        if status == -2:
+        if status == m.SiteStatus.DELETED:  # the same value for servers and platforms
             raise InputError(f"{node.type} {name!r} is deleted")
         return Context(node.nid, node.vid, node.type, name, node.title, status)
 
@@ -140,25 +144,25 @@ class Frontend:
         *,
         name: str | None = None,
         http: str | None = None,
-        http_port: int = 80,
+        http_port: int = defaults.HTTP_PORT,
         db: str | None = None,
-        db_port: int = 3306,
+        db_port: int = defaults.DB_PORT,
         db_user: str = "",
         db_password: str = "",
         ip_addresses: tuple[str, ...] = (),
         local: bool = False,
         address: str | None = None,
-        ssh_user: str = "aegir",
-        ssh_port: int = 22,
+        ssh_user: str = defaults.SSH_USER,
+        ssh_port: int = defaults.SSH_PORT,
         ssh_private_key_file: str | None = None,
-        python_interpreter: str = "/usr/bin/python3",
-        aegir_root: str = "/var/aegir",
-        script_user: str = "aegir",
-        web_group: str = "www-data",
-        http_listen_address: str = "*",
+        python_interpreter: str = defaults.PYTHON_INTERPRETER,
+        aegir_root: str = defaults.AEGIR_ROOT,
+        script_user: str = defaults.SCRIPT_USER,
+        web_group: str = defaults.WEB_GROUP,
+        http_listen_address: str = defaults.HTTP_LISTEN_ADDRESS,
         http_test_cmd: list[str] | None = None,
         http_reload_cmd: list[str] | None = None,
-        php_fastcgi: str = "unix:/run/php/php-fpm.sock",
+        php_fastcgi: str = defaults.PHP_FASTCGI,
         db_grant_host: str | None = None,
         db_host: str | None = None,
         queue_verify: bool = True,
@@ -187,8 +191,9 @@ class Frontend:
         if not local:
             check_unix_name(ssh_user, "ssh user")
         for port, what in ((http_port, "http port"), (db_port, "db port"), (ssh_port, "ssh port")):
-            if not 0 < int(port) < 65536:
-                raise InputError(f"{what} {port} is out of range")
+            check_port(port, what)
+        check_fastcgi(php_fastcgi)
+        check_listen_address(http_listen_address)
         for cmd, what in ((http_test_cmd, "http test command"), (http_reload_cmd, "http reload command")):
             if cmd is not None and (not cmd or not all(isinstance(a, str) and a for a in cmd)):
                 raise InputError(f"{what} must be a non-empty list of arguments")
@@ -331,12 +336,12 @@ class Frontend:
         platform: str,
         *,
         db_server: str | None = None,
-        profile: str = "standard",
-        language: str = "en",
+        profile: str = defaults.SITE_PROFILE,
+        language: str = defaults.SITE_LANGUAGE,
         aliases=(),
         redirection: str | None = None,
         client: str | None = None,
-        cron_interval: int = DEFAULT_CRON_INTERVAL,
+        cron_interval: int = defaults.CRON_INTERVAL,
         queue_install: bool = True,
         status: int | None = None,
     ) -> int:

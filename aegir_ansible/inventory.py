@@ -24,7 +24,8 @@ from sqlalchemy.orm import Bundle, Session
 
 from . import https_vars
 from .db import models as m
-from .db.backend import DEFAULT_CRON_INTERVAL, ServerSettings, SiteDatabase, SiteHostName, SiteSettings
+from . import defaults
+from .db.backend import ServerSettings, SiteDatabase, SiteHostName, SiteSettings
 from .queries import SiteClaims, is_reserved_db_name, isolation_conflicts
 from .validation import InputError, check_context_name, check_host_address
 
@@ -278,7 +279,7 @@ def build_inventory(session: Session, limit: Iterable[str] | None = None) -> Inv
             "aegir_site_status": status,
             "aegir_site_enabled": site.status == m.SITE_ENABLED,
             "aegir_site_verified": site.verified,
-            "aegir_site_cron_interval": DEFAULT_CRON_INTERVAL if cron_interval is None else cron_interval,
+            "aegir_site_cron_interval": defaults.CRON_INTERVAL if cron_interval is None else cron_interval,
             "aegir_site_cron_key": site.cron_key or "",
             "aegir_site_db_server": db["name"] if db else "",
             "aegir_site_db_host": db["vars"].get("aegir_db_host", "") if db else "",
@@ -616,7 +617,7 @@ def _suggest_db_name(uri: str, db_server: int, taken: set) -> str:
 def _server_vars(server: dict) -> dict:
     s: ServerSettings = server["settings"]
     name = server["name"]
-    root = (s.aegir_root or "/var/aegir").rstrip("/")
+    root = (s.aegir_root or defaults.AEGIR_ROOT).rstrip("/")
     http = server["services"].get("http")
     db = server["services"].get("db")
     http_type = http["type"] if http else ""
@@ -631,18 +632,18 @@ def _server_vars(server: dict) -> dict:
         "aegir_server_status": SERVER_STATUS.get(server["status"], "unknown"),
         "aegir_server_verified": server["verified"],
         "aegir_root": root,
-        "aegir_script_user": s.script_user or "aegir",
-        "aegir_web_group": s.web_group or "www-data",
+        "aegir_script_user": s.script_user or defaults.SCRIPT_USER,
+        "aegir_web_group": s.web_group or defaults.WEB_GROUP,
         "aegir_config_path": f"{root}/config",
         "aegir_server_config_path": f"{root}/config/{name}",
         "aegir_backups_path": f"{root}/backups",
         "aegir_clients_path": f"{root}/clients",
         "aegir_http_service": http_type,
-        "aegir_http_port": int(http["port"] or 80) if http else 80,
-        "aegir_http_listen_address": s.http_listen_address or "*",
+        "aegir_http_port": int(http["port"] or defaults.HTTP_PORT) if http else defaults.HTTP_PORT,
+        "aegir_http_listen_address": s.http_listen_address or defaults.HTTP_LISTEN_ADDRESS,
         "aegir_http_test_cmd": test_cmd,
         "aegir_http_reload_cmd": reload_cmd,
-        "aegir_php_fastcgi": s.php_fastcgi or "unix:/run/php/php-fpm.sock",
+        "aegir_php_fastcgi": s.php_fastcgi or defaults.PHP_FASTCGI,
         "aegir_db_grant_host": s.db_grant_host or address,
         "aegir_ip_addresses": list(server["ips"]),
         **server.get("https", {}),
@@ -653,12 +654,12 @@ def _server_vars(server: dict) -> dict:
         hv.update({
             "ansible_connection": "ssh",
             "ansible_host": address,
-            "ansible_user": s.ssh_user or "aegir",
-            "ansible_port": int(s.ssh_port or 22),
+            "ansible_user": s.ssh_user or defaults.SSH_USER,
+            "ansible_port": int(s.ssh_port or defaults.SSH_PORT),
         })
         if s.ssh_private_key_file:
             hv["ansible_ssh_private_key_file"] = s.ssh_private_key_file
-    hv["ansible_python_interpreter"] = s.python_interpreter or "/usr/bin/python3"
+    hv["ansible_python_interpreter"] = s.python_interpreter or defaults.PYTHON_INTERPRETER
     if db:
         user, passwd = server.get("db_admin", ("", ""))
         hv.update({

@@ -7,7 +7,7 @@ import sys
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .db import make_engine, make_sessionmaker, resolve_url
+from .db import make_engine, make_sessionmaker, resolve_url, safe_url
 from .inventory import build_inventory, script_output, unsafe
 
 
@@ -27,8 +27,6 @@ def script_main(argv: list[str]) -> int:
     try:
         inv = load_inventory()
     except SQLAlchemyError as exc:
-        from .cli import safe_url  # noqa: PLC0415 — only on this error path
-
         cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         hint = " (run 'aegir db init'?)" if "no such table" in cause or "doesn't exist" in cause else ""
         print(f"aegir_inventory.py: cannot read the Aegir database {safe_url(resolve_url())}: "

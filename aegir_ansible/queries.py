@@ -10,7 +10,7 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .db import models as m
@@ -34,7 +34,7 @@ def servers(session: Session, include_deleted: bool = False) -> list[dict]:
         services.setdefault(nid, []).append(f"{service}:{type_}")
     return [
         {"nid": nid, "name": name, "hostname": title,
-         "status": m.SERVER_STATUS_NAMES.get(status, str(status)),
+         "status": m.ServerStatus.label_of(status),
          "services": " ".join(sorted(services.get(nid, []))), "verified": verified}
         for nid, name, title, status, verified in session.execute(q)
     ]
@@ -54,7 +54,7 @@ def platforms(session: Session, include_deleted: bool = False) -> list[dict]:
         q = q.where(m.HostingPlatform.status != m.PLATFORM_DELETED)
     return [
         {"nid": nid, "name": name, "title": title, "root": root, "server": server,
-         "status": m.PLATFORM_STATUS_NAMES.get(status, str(status)), "verified": verified}
+         "status": m.PlatformStatus.label_of(status), "verified": verified}
         for nid, name, title, root, server, status, verified in session.execute(q)
     ]
 
@@ -82,7 +82,7 @@ def sites(session: Session, include_deleted: bool = False) -> list[dict]:
         aliases.setdefault(nid, []).append(alias)
     return [
         {"nid": nid, "uri": uri, "platform": plat, "db_server": db,
-         "status": m.STATUS_NAMES.get(status, str(status)), "db_name": db_name or "",
+         "status": m.SiteStatus.label_of(status), "db_name": db_name or "",
          "aliases": " ".join(aliases.get(nid, [])), "verified": verified}
         for nid, uri, plat, db, status, db_name, verified in session.execute(q)
     ]
@@ -107,7 +107,7 @@ def tasks(session: Session, status: int | None = None, limit: int = 50,
         q = q.where(m.HostingTask.rid == target)
     return [
         {"nid": nid, "vid": vid, "type": type_, "target": name or f"#{rid}",
-         "status": m.TASK_STATUS_NAMES.get(st, str(st)), "executed": executed or 0,
+         "status": m.TaskStatus.label_of(st), "executed": executed or 0,
          "delta": delta or 0, "created": created}
         for nid, vid, type_, name, rid, st, executed, delta, created in session.execute(q)
     ]
@@ -136,15 +136,6 @@ def task_log(session: Session, nid: int, after_lid: int = 0) -> list[dict]:
             .order_by(m.HostingTaskLog.lid)
         )
     ]
-
-
-def count_tasks_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        select(m.HostingTask.task_status, func.count())
-        .join(m.Node, m.Node.vid == m.HostingTask.vid)
-        .group_by(m.HostingTask.task_status)
-    )
-    return {m.TASK_STATUS_NAMES.get(st, str(st)): n for st, n in rows}
 
 
 # -- tenant isolation: host names and databases no two live sites may share --------------------

@@ -1,5 +1,5 @@
 """The catalogue of Aegir task types the backend knows: which objects each applies to,
-which playbook runs it, and how the queue may treat it."""
+and how the queue may treat it (a task of type T runs playbooks/T.yml)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,8 @@ class TaskType:
     priority: int = 50
     # Many queued tasks of this type on one server may run as one playbook run (a batch):
     # through playbooks/<name>_batch.yml on the server host when it exists, else as one run
-    # of <name>.yml over all their sites (queue.jobs.BATCHABLE_TYPES).
+    # of <name>.yml over all their sites (queue.claim.BATCHABLE_TYPES).
     batchable: bool = False
-
-    @property
-    def playbook(self) -> str:
-        return f"{playbook_name(self.name)}.yml"
 
 
 def playbook_name(task_type: str) -> str:
@@ -79,7 +75,3 @@ DRUSH_TASK_TYPES = frozenset({
 # A platform-wide task blocks site tasks of that platform (delete, lock, migrate on the
 # platform itself; 'platform_wide' only counts when the task targets a platform).
 PLATFORM_WIDE_TYPES = frozenset(t.name for t in TASK_TYPES.values() if t.platform_wide)
-
-
-def get_task_type(name: str) -> TaskType | None:
-    return TASK_TYPES.get(name)

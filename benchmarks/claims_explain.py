@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, select, text
 
 from aegir_ansible.db import init_schema, make_engine
 from aegir_ansible.db import models as m
-from aegir_ansible.queue import jobs
+from aegir_ansible.queue import sql as jobs  # the claim statements
 
 from . import synthetic
 

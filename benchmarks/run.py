@@ -424,7 +424,7 @@ def _start_daemon(db: Database, *args: str, extra_env: dict | None = None) -> su
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from sqlalchemy import func, select
 
-    from aegir_ansible.queue.tables import QueueRunner
+    from aegir_ansible.db.queue_tables import QueueRunner
 
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -660,7 +660,7 @@ def bench_memory(db: Database, size: dict, repeat: int, workdir: Path) -> list[d
     proc = subprocess.Popen([str(BIN / "aegir"), "queue", "run", "--once", "--batch-size", str(batch),
                              "--playbooks", str(REPO / "benchmarks" / "playbooks")],
                             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    from aegir_ansible.queue.tables import QueueRunner
+    from aegir_ansible.db.queue_tables import QueueRunner
 
     samples = []  # (tasks done, rss), from the moment the runner has registered itself
     while proc.poll() is None:

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from aegir_ansible.inventory import build_inventory, run_limit, script_output
-from aegir_ansible.queue import execution, outcome
+from aegir_ansible.queue import execution, outcome, prepare as prepare_mod
 from aegir_ansible.queue.events import LogWriter
-from aegir_ansible.queue.jobs import JobManager
+from aegir_ansible.queue.manager import JobManager
 
 from . import synthetic
 
@@ -51,21 +51,25 @@ def _one_run(db, jm: JobManager, runner: str, site: int, writer: LogWriter) -> d
         raise RuntimeError(f"run_cost: expected one run of one task, claimed {runs}")
     ex = execution.Execution(runs[0], db.engine, writer, REPO / "benchmarks" / "playbooks")
     prepare = {}
-    real_prepare = ex._prepare
+    real_prepare = execution.prepare
 
-    def timed_prepare(tmp):
+    def timed_prepare(*args, **kw):
         t0 = time.perf_counter()
         try:
-            return real_prepare(tmp)
+            return real_prepare(*args, **kw)
         finally:
             prepare["s"] = time.perf_counter() - t0
 
-    ex._prepare = timed_prepare
+    execution.prepare = timed_prepare
     cpu0, t0 = _cpu(), time.perf_counter()
-    res = ex.execute()
+    try:
+        res = ex.execute()
+    finally:
+        execution.prepare = real_prepare
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     if res.status != "successful":
         raise RuntimeError(f"run_cost: the run ended {res.status!r} (rc {res.rc})")
+    outcome.judge(res, settings, lambda *_line: None)
     outcome.record(jm, runner, res, settings)
     return {"wall_s": wall, "cpu_s": cpu, "prepare_s": prepare["s"]}
 
@@ -100,15 +104,15 @@ def bench_run_cost(db_factory, sizes: list[int], repeat: int, full_at: list[int]
             try:
                 ways = [("limited", None)] + ([("full", lambda _targets: None)] if n in full_at else [])
                 for way, patched in ways:
-                    real = execution.run_limit
+                    real = prepare_mod.run_limit
                     if patched is not None:
-                        execution.run_limit = patched
+                        prepare_mod.run_limit = patched
                     try:
                         _one_run(db, jm, runner, site, writer)  # warm (imports, caches)
                         samples = [_one_run(db, jm, runner, site, writer)
                                    for _ in range(repeat if way == "limited" else 1)]
                     finally:
-                        execution.run_limit = real
+                        prepare_mod.run_limit = real
                     med = {k: sorted(s[k] for s in samples)[len(samples) // 2] for k in samples[0]}
                     rows.append({"measure": f"run_cost: one one-site verify run (no-op playbook), "
                                             f"{SERVERS} servers, {PLATFORMS} platforms",

@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import Engine, insert
 
+from aegir_ansible import defaults
 from aegir_ansible.db import models as m
 from aegir_ansible.db.backend import ServerSettings, SiteSettings
 
@@ -45,11 +46,13 @@ def build(engine: Engine, *, servers: int = 10, platforms: int = 100, sites: int
         svc.append({"vid": n, "nid": n, "service": "http", "type": "nginx" if i % 2 == 0 else "apache",
                     "restart_cmd": None, "port": 80, "available": 1})
         ips.append({"nid": n, "ip_address": f"10.1.{i // 250}.{i % 250 + 1}"})
-        settings.append({"nid": n, "connection": "ssh", "ssh_user": "aegir", "ssh_port": 22,
-                         "python_interpreter": "/usr/bin/python3", "aegir_root": "/var/aegir",
-                         "script_user": "aegir", "web_group": "www-data",
-                         "http_listen_address": "*", "php_fastcgi": "unix:/run/php/php-fpm.sock",
-                         **(server_settings or {})})
+        settings.append({"nid": n, "connection": "ssh", "ssh_user": defaults.SSH_USER,
+                         "ssh_port": defaults.SSH_PORT,
+                         "python_interpreter": defaults.PYTHON_INTERPRETER,
+                         "aegir_root": defaults.AEGIR_ROOT, "script_user": defaults.SCRIPT_USER,
+                         "web_group": defaults.WEB_GROUP,
+                         "http_listen_address": defaults.HTTP_LISTEN_ADDRESS,
+                         "php_fastcgi": defaults.PHP_FASTCGI, **(server_settings or {})})
         if i == 0:
             svc.append({"vid": n, "nid": n, "service": "db", "type": "mysql", "restart_cmd": None,
                         "port": 3306, "available": 1})

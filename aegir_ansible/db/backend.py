@@ -13,19 +13,11 @@ import json
 from sqlalchemy import Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from aegir_ansible import defaults
+
 
 class BackendBase(DeclarativeBase):
     """Declarative base of the backend's own tables."""
-
-
-DEFAULT_AEGIR_ROOT = "/var/aegir"
-DEFAULT_CRON_INTERVAL = 3600
-
-# How a web server's whole configuration is checked and reloaded, per service type.
-DEFAULT_HTTP_COMMANDS = {
-    "nginx": (["nginx", "-t"], ["nginx", "-s", "reload"]),
-    "apache": (["apache2ctl", "configtest"], ["apache2ctl", "graceful"]),
-}
 
 
 class ServerSettings(BackendBase):
@@ -35,28 +27,29 @@ class ServerSettings(BackendBase):
     nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     connection: Mapped[str] = mapped_column(String(16), nullable=False, default="ssh")
     address: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    ssh_user: Mapped[str] = mapped_column(String(64), nullable=False, default="aegir")
-    ssh_port: Mapped[int] = mapped_column(Integer, nullable=False, default=22)
+    ssh_user: Mapped[str] = mapped_column(String(64), nullable=False, default=defaults.SSH_USER)
+    ssh_port: Mapped[int] = mapped_column(Integer, nullable=False, default=defaults.SSH_PORT)
     ssh_private_key_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     python_interpreter: Mapped[str] = mapped_column(
-        String(255), nullable=False, default="/usr/bin/python3"
+        String(255), nullable=False, default=defaults.PYTHON_INTERPRETER
     )
-    aegir_root: Mapped[str] = mapped_column(Text, nullable=False, default=DEFAULT_AEGIR_ROOT)
-    script_user: Mapped[str] = mapped_column(String(64), nullable=False, default="aegir")
-    web_group: Mapped[str] = mapped_column(String(64), nullable=False, default="www-data")
-    http_listen_address: Mapped[str] = mapped_column(String(255), nullable=False, default="*")
+    aegir_root: Mapped[str] = mapped_column(Text, nullable=False, default=defaults.AEGIR_ROOT)
+    script_user: Mapped[str] = mapped_column(String(64), nullable=False, default=defaults.SCRIPT_USER)
+    web_group: Mapped[str] = mapped_column(String(64), nullable=False, default=defaults.WEB_GROUP)
+    http_listen_address: Mapped[str] = mapped_column(String(255), nullable=False,
+                                                     default=defaults.HTTP_LISTEN_ADDRESS)
     # JSON argv lists; NULL means the default of the server's http service type.
     http_test_cmd: Mapped[str | None] = mapped_column(Text, nullable=True)
     http_reload_cmd: Mapped[str | None] = mapped_column(Text, nullable=True)
     php_fastcgi: Mapped[str] = mapped_column(
-        Text, nullable=False, default="unix:/run/php/php-fpm.sock"
+        Text, nullable=False, default=defaults.PHP_FASTCGI
     )
     db_grant_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Where this server's db service listens, as web servers reach it (default: address).
     db_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     def http_commands(self, http_type: str) -> tuple[list[str], list[str]]:
-        test_default, reload_default = DEFAULT_HTTP_COMMANDS.get(http_type, ([], []))
+        test_default, reload_default = defaults.HTTP_COMMANDS.get(http_type, ([], []))
         test = json.loads(self.http_test_cmd) if self.http_test_cmd else test_default
         reload_ = json.loads(self.http_reload_cmd) if self.http_reload_cmd else reload_default
         return list(test), list(reload_)
@@ -68,7 +61,8 @@ class SiteSettings(BackendBase):
     __tablename__ = "aegir_ansible_site"
     nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     cron_interval: Mapped[int] = mapped_column(
-        Integer, nullable=False, default=DEFAULT_CRON_INTERVAL, server_default=text("3600")
+        Integer, nullable=False, default=defaults.CRON_INTERVAL,
+        server_default=text(str(defaults.CRON_INTERVAL))
     )
 
 

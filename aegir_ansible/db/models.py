@@ -8,7 +8,9 @@ unchanged: this module never adds a column to these tables. Backend-only state l
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text, text
+from enum import IntEnum
+
+from sqlalchemy import BigInteger, Index, Integer, SmallInteger, String, Text, TypeDecorator, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -24,16 +26,79 @@ TinyText = Text().with_variant(mysql.TINYTEXT(), "mysql", "mariadb")
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 MediumText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
-# Status constants (hosting_*.module).
-SERVER_DELETED, SERVER_LOCKED, SERVER_QUEUED, SERVER_ENABLED = -2, -1, 0, 1
-PLATFORM_DELETED, PLATFORM_LOCKED, PLATFORM_QUEUED, PLATFORM_ENABLED = -2, -1, 0, 1
-SITE_DELETED, SITE_DISABLED, SITE_QUEUED, SITE_ENABLED = -2, -1, 0, 1
-TASK_PROCESSING, TASK_QUEUED, TASK_SUCCESS, TASK_ERROR, TASK_WARNING = -1, 0, 1, 2, 3
+class _Status(IntEnum):
+    """A status column's values; `label` is the name the CLI, the logs and the metrics show."""
 
-STATUS_NAMES = {1: "enabled", 0: "queued", -1: "disabled", -2: "deleted"}
-PLATFORM_STATUS_NAMES = {1: "enabled", 0: "queued", -1: "locked", -2: "deleted"}
-SERVER_STATUS_NAMES = {1: "enabled", 0: "queued", -1: "locked", -2: "deleted"}
-TASK_STATUS_NAMES = {-1: "processing", 0: "queued", 1: "success", 2: "error", 3: "warning"}
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def label_of(cls, value) -> str:
+        """The label of a stored value, or the value itself if it is none of the enum's."""
+        try:
+            return cls(value).label
+        except ValueError:
+            return str(value)
+
+
+class TaskStatus(_Status):
+    """hosting_task.task_status (HOSTING_TASK_* in hosting_task.module)."""
+
+    PROCESSING = -1
+    QUEUED = 0
+    SUCCESS = 1
+    ERROR = 2
+    WARNING = 3
+
+
+class SiteStatus(_Status):
+    """hosting_site.status (HOSTING_SITE_*)."""
+
+    DELETED = -2
+    DISABLED = -1
+    QUEUED = 0
+    ENABLED = 1
+
+
+class PlatformStatus(_Status):
+    """hosting_platform.status (HOSTING_PLATFORM_*)."""
+
+    DELETED = -2
+    LOCKED = -1
+    QUEUED = 0
+    ENABLED = 1
+
+
+class ServerStatus(_Status):
+    """hosting_server.status (HOSTING_SERVER_*)."""
+
+    DELETED = -2
+    LOCKED = -1
+    QUEUED = 0
+    ENABLED = 1
+
+
+class StatusValue(TypeDecorator):
+    """A status column as stored (Integer, or Drupal's TinyInt), bound as a plain int: a
+    driver may quote an int subclass (an enum member) as a string."""
+
+    impl = Integer
+    cache_ok = True
+
+    def __init__(self, stored=Integer):
+        super().__init__()
+        self.impl = self.impl_instance = stored() if isinstance(stored, type) else stored
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else int(value)
+
+
+# The enums' members under hostmaster's constant names (HOSTING_TASK_QUEUED ...).
+SERVER_DELETED, SERVER_LOCKED, SERVER_QUEUED, SERVER_ENABLED = ServerStatus
+PLATFORM_DELETED, PLATFORM_LOCKED, PLATFORM_QUEUED, PLATFORM_ENABLED = PlatformStatus
+SITE_DELETED, SITE_DISABLED, SITE_QUEUED, SITE_ENABLED = SiteStatus
+TASK_PROCESSING, TASK_QUEUED, TASK_SUCCESS, TASK_ERROR, TASK_WARNING = TaskStatus
 
 
 def _uint(**kw):
@@ -93,7 +158,7 @@ class HostingServer(AegirBase):
     nid: Mapped[int] = _uint()
     human_name: Mapped[str | None] = mapped_column(TinyText, nullable=True)
     verified: Mapped[int] = _int()
-    status: Mapped[int] = mapped_column(TinyInt, nullable=False, server_default=text("0"))
+    status: Mapped[int] = mapped_column(StatusValue(TinyInt), nullable=False, server_default=text("0"))
 
 
 class HostingService(AegirBase):
@@ -135,7 +200,7 @@ class HostingPlatform(AegirBase):
     makefile: Mapped[str | None] = mapped_column(LongText, nullable=True)
     web_server: Mapped[int] = _int()
     verified: Mapped[int] = _int()
-    status: Mapped[int] = mapped_column(TinyInt, nullable=False, server_default=text("0"))
+    status: Mapped[int] = mapped_column(StatusValue(TinyInt), nullable=False, server_default=text("0"))
     make_working_copy: Mapped[int] = _uint()
 
 
@@ -152,7 +217,7 @@ class HostingSite(AegirBase):
     last_cron: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cron_key: Mapped[str | None] = mapped_column(String(80), nullable=True, server_default="")
     verified: Mapped[int] = _int()
-    status: Mapped[int] = mapped_column(TinyInt, nullable=False, server_default=text("0"))
+    status: Mapped[int] = mapped_column(StatusValue(TinyInt), nullable=False, server_default=text("0"))
 
 
 class HostingSiteAlias(AegirBase):
@@ -223,7 +288,7 @@ class HostingTask(AegirBase):
     nid: Mapped[int] = _uint(index=True)
     task_type: Mapped[str | None] = mapped_column(LongText, nullable=True)
     rid: Mapped[int] = _int()
-    task_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    task_status: Mapped[int | None] = mapped_column(StatusValue(Integer), nullable=True)
     executed: Mapped[int | None] = mapped_column(Integer, nullable=True)
     delta: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

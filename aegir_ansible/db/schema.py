@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, inspect
 
+from . import queue_tables  # noqa: F401 — its tables are in BackendBase.metadata
 from .backend import BackendBase
 from .models import AegirBase
 
 
 def backend_metadatas():
-    """Every metadata of backend-owned tables (queue tables register themselves here)."""
-    from aegir_ansible.queue import tables as _queue_tables  # noqa: F401  (registers tables)
-
+    """Every metadata of backend-owned tables (backend.py's and queue_tables.py's)."""
     return [BackendBase.metadata]
 
 

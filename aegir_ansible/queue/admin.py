@@ -12,15 +12,18 @@ from sqlalchemy.orm import Session
 from aegir_ansible.db import models as m
 from aegir_ansible.validation import InputError
 
-from . import jobs
-from .jobs import JobManager, load_settings
-from .tables import (SETTINGS, QueueRunner, QueueServer, QueueSetting, QueueTask, ServerHealth,
-                     parse_setting)
+from aegir_ansible.db.models import TaskStatus
+from aegir_ansible.db.queue_tables import QueueRunner, QueueServer, QueueSetting, QueueTask, ServerHealth
+
+from .manager import JobManager
+from .revisions import add_log, release
+from .settings import SETTINGS, load_settings, parse_setting
+from .sql import target_query, task_rows
 
 
 def get_settings(engine: Engine) -> list[dict]:
     with engine.connect() as conn:
-        current = load_settings(conn).values
+        current = load_settings(conn).as_dict()
         stored = dict(conn.execute(select(QueueSetting.name, QueueSetting.value)).all())
     return [{"name": n, "value": current[n], "default": s.default,
              "source": "table" if n in stored else "default", "help": s.help}
@@ -79,23 +82,23 @@ def status(engine: Engine, failures: int = 3) -> dict:
     now = time.time()
     with engine.connect() as conn:
         settings = load_settings(conn)
-        queued = jobs._rows(conn.execute(jobs.target_query(0)))
-        running = jobs._rows(conn.execute(jobs.target_query(-1)))
+        queued = task_rows(conn.execute(target_query(TaskStatus.QUEUED)))
+        running = task_rows(conn.execute(target_query(TaskStatus.PROCESSING)))
         claimed = {nid: (runner, at) for nid, runner, at in conn.execute(
             select(QueueTask.nid, QueueTask.runner_id, QueueTask.claimed_at)
             .where(QueueTask.runner_id.is_not(None)))}
         executed = dict(conn.execute(
             select(m.HostingTask.nid, m.HostingTask.executed)
             .join(m.Node, m.Node.vid == m.HostingTask.vid)
-            .where(m.HostingTask.task_status == -1)).all())
+            .where(m.HostingTask.task_status == TaskStatus.PROCESSING)).all())
         queues = {nid: (paused, conc) for nid, paused, conc in conn.execute(
             select(QueueServer.server_nid, QueueServer.paused, QueueServer.concurrency))}
         names = dict(conn.execute(select(m.HostingContext.nid, m.HostingContext.name)).all())
         backoff = {nid: (until, error) for nid, until, error in conn.execute(
             select(ServerHealth.server_nid, ServerHealth.backoff_until, ServerHealth.last_error)
             .where(ServerHealth.backoff_until > now))}
-        errors = jobs._rows(conn.execute(
-            jobs.target_query(m.TASK_ERROR).order_by(None).order_by(m.HostingTask.nid.desc())
+        errors = task_rows(conn.execute(
+            target_query(TaskStatus.ERROR).order_by(None).order_by(m.HostingTask.nid.desc())
             .limit(200)))
         runners = [dict(r._mapping) for r in conn.execute(
             select(QueueRunner.id, QueueRunner.state, QueueRunner.heartbeat, QueueRunner.servers,
@@ -133,7 +136,7 @@ def status(engine: Engine, failures: int = 3) -> dict:
 
 
 def cancel(engine: Engine, nid: int, force: bool = False) -> str:
-    """Cancel a task. Queued: marked cancelled at once (status 3 + "Task was cancelled.",
+    """Cancel a task. Queued: marked cancelled at once (warning + "Task was cancelled.",
     as hostmaster does). Running under a runner: the runner is asked to stop it."""
     jm = JobManager(engine)
 
@@ -149,15 +152,15 @@ def cancel(engine: Engine, nid: int, force: bool = False) -> str:
         now = int(time.time())
         line = {"vid": vid, "nid": nid, "type": "warning", "message": "Task was cancelled.",
                 "error": "", "timestamp": now}
-        if st == m.TASK_QUEUED:
+        if st == TaskStatus.QUEUED:
             conn.execute(update(m.HostingTask).where(m.HostingTask.vid == vid)
-                         .values(task_status=m.TASK_WARNING))
-            jobs.add_log(conn, [line])
-            jobs.release(conn, nid, "cancelled")
+                         .values(task_status=TaskStatus.WARNING))
+            add_log(conn, [line])
+            release(conn, nid, "cancelled")
             return "cancelled"
-        if st != m.TASK_PROCESSING:
+        if st != TaskStatus.PROCESSING:
             raise InputError(f"task {nid} is not queued or running "
-                             f"({m.TASK_STATUS_NAMES.get(st, st)})")
+                             f"({TaskStatus.label_of(st)})")
         held = conn.execute(select(QueueTask.runner_id).where(QueueTask.nid == nid)).scalar()
         if held:
             conn.execute(update(QueueTask).where(QueueTask.nid == nid).values(cancel_requested=1))
@@ -166,8 +169,8 @@ def cancel(engine: Engine, nid: int, force: bool = False) -> str:
             raise InputError(f"task {nid} is processing but no queue runner holds it (hostmaster's "
                              "own daemon, or a lost run): use --force to mark it cancelled")
         conn.execute(update(m.HostingTask).where(m.HostingTask.vid == vid)
-                     .values(task_status=m.TASK_WARNING))
-        jobs.add_log(conn, [line])
+                     .values(task_status=TaskStatus.WARNING))
+        add_log(conn, [line])
         return "cancelled"
 
     return jm.tx(fn, "cancel")
@@ -189,7 +192,7 @@ def defer(engine: Engine, nid: int, not_before: float) -> None:
                           .where(m.Node.nid == nid, m.Node.type == "task")).scalar()
         if st is None:
             raise InputError(f"no task {nid}")
-        if st != m.TASK_QUEUED:
+        if st != TaskStatus.QUEUED:
             raise InputError(f"task {nid} is not queued")
         done = conn.execute(update(QueueTask).where(QueueTask.nid == nid)
                             .values(not_before=not_before)).rowcount

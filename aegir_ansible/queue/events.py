@@ -29,9 +29,10 @@ from sqlalchemy.exc import IntegrityError
 
 from aegir_ansible.db import models as m
 
+from aegir_ansible.db.queue_tables import LogBatch
+
 from . import metrics
-from .jobs import is_disconnect, is_retryable, is_transient
-from .tables import LogBatch
+from .database import is_disconnect, is_retryable, is_transient
 
 log = logging.getLogger("aegir.queue")
 

@@ -1,14 +1,16 @@
-"""Writing a run's outcome back the way hostmaster expects it.
+"""A run's outcome: the judgement of each task's status, made once when the run has ended,
+and writing it back the way hostmaster expects it.
 
-For each task: the final `task_status` (1 success, 2 error, 3 warning; a cancelled task is
-3 with a "Task was cancelled." line, as hostmaster's own cancel does), `delta`, the
-closing log lines, and the entity updates hostmaster's `hook_post_hosting_TYPE_task()` /
-`hook_hosting_TYPE_task_rollback()` would make. All of a task's changes are one
-transaction, and they happen only if the task is still held by this runner (a task a
-reaper has already failed is left alone).
+The judgement (`judge`) reads what the run said — the per-host stats, the log types its
+lines had (like hosting_task_parse_log: any error => error, else any warning => warning),
+what a batch's sites reported — and why it stopped (cancel, timeout, shutdown), and sets
+each task's final `status` (1 success, 2 error, 3 warning; a cancelled task is 3 with a
+"Task was cancelled." line, as hostmaster's own cancel does) and its closing lines.
 
-Entity updates are a table-driven registry: `@on(object_type, task_type, when)` adds a
-hook; `when` is "success" (the task succeeded, with or without warnings) or "failure".
+Recording (`record`): per task, the status, `delta`, the closing lines, the entity hooks
+(hooks.py) and a retry (retry.py). All of a task's changes are one transaction, and they
+happen only if the task is still held by this runner (a task a reaper has already failed is
+left alone).
 """
 
 from __future__ import annotations
@@ -16,476 +18,134 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
-from aegir_ansible.tasks import DRUSH_TASK_TYPES, TASK_TYPES
+from aegir_ansible.db.models import TaskStatus
 
-from . import jobs
-from .execution import RunResult, TaskResult
-from .jobs import JobManager, Settings, TaskRow
+from . import retry
+from .database import is_disconnect
+from .hooks import TargetCache, run_hooks
+from .manager import JobManager
+from .revisions import add_log, log_row, release, requeue
+from .settings import Settings
+from .types import NOT_STARTED, Run, RunResult, TaskResult, TaskRow
 
 log = logging.getLogger("aegir.queue")
 
-HOOKS: dict[tuple[str, str, str], list] = defaultdict(list)
-
-
-def on(object_type: str, task_type: str, when: str = "success"):
-    def register(fn):
-        HOOKS[(object_type, task_type, when)].append(fn)
-        return fn
-
-    return register
-
-
-class TargetCache:
-    """The targets of a chunk of outcomes, read for all of them at once on first use: their
-    current revision, and any column a hook reads (`HookContext.current`). A batch's tasks
-    have one target each, and a hook changes only its own target's rows."""
-
-    def __init__(self, conn, rids: list[int]):
-        self.conn, self.rids = conn, rids
-        self._vids: dict[int, int] | None = None
-        self._columns: dict[tuple, dict] = {}
-
-    def vid(self, rid: int) -> int | None:
-        if self._vids is None:
-            self._vids = dict(self.conn.execute(
-                select(m.Node.nid, m.Node.vid).where(m.Node.nid.in_(self.rids))).all())
-        return self._vids.get(rid)
-
-    def current(self, column, rid: int):
-        key = (column.class_, column.key)
-        if key not in self._columns:
-            vids = [v for v in (self.vid(r) for r in self.rids) if v is not None]
-            self._columns[key] = dict(self.conn.execute(
-                select(column.class_.vid, column).where(column.class_.vid.in_(vids))).all())
-        return self._columns[key].get(self.vid(rid))
-
-
-@dataclass
-class HookContext:
-    conn: object
-    task: TaskRow
-    result: TaskResult
-    now: int
-    cache: TargetCache | None = None
-
-    @property
-    def target_vid(self) -> int | None:
-        if self.cache is not None:
-            return self.cache.vid(self.task.rid)
-        return self.conn.execute(select(m.Node.vid).where(m.Node.nid == self.task.rid)).scalar()
-
-    def update_target(self, model, **values) -> None:
-        """Update the target's current revision row (one statement: the revision is read
-        in the update, as it may have changed while the task ran)."""
-        current = select(m.Node.vid).where(m.Node.nid == self.task.rid).scalar_subquery()
-        self.conn.execute(update(model).where(model.vid == current).values(**values))
-
-    def current(self, column):
-        if self.cache is not None:
-            return self.cache.current(column, self.task.rid)
-        vid = self.target_vid
-        return self.conn.execute(select(column).where(column.class_.vid == vid)).scalar()
-
-    def remove_context(self) -> None:
-        self.conn.execute(delete(m.HostingContext).where(m.HostingContext.nid == self.task.rid))
-
-
-# -- sites -------------------------------------------------------------------------------
-
-def _db_name(ctx: HookContext) -> dict:
-    """The db name the run used, when the site has none recorded yet."""
-    used = ctx.result.result.get("db_name") or ctx.result.facts.get("aegir_site_db_name")
-    if used and not ctx.current(m.HostingSite.db_name):
-        return {"db_name": str(used)[:64]}
-    return {}
-
-
-def record_site_db(conn, site_nid: int, db_server: int | None, result: dict, now: int) -> None:
-    """Record the database and user a run ensured for a site (aegir_db reports db_name,
-    db_user, db_hosts) as the site's own: what a later delete may drop, and where."""
-    import json
-
-    from aegir_ansible.db.backend import SiteDatabase
-
-    name, hosts = result.get("db_name"), result.get("db_hosts")
-    if not name or not db_server or not isinstance(hosts, list):
-        return
-    other = conn.execute(select(SiteDatabase.nid).where(
-        SiteDatabase.db_server == db_server, SiteDatabase.db_name == str(name),
-        SiteDatabase.nid != site_nid)).scalar()
-    if other is not None:  # refused before the run; never move another site's record
-        log.warning("database %s is recorded for site %s: not recorded for %s", name, other, site_nid)
-        return
-    conn.execute(delete(SiteDatabase).where(SiteDatabase.nid == site_nid))
-    conn.execute(insert(SiteDatabase).values(
-        nid=site_nid, db_server=db_server, db_name=str(name)[:64],
-        db_user=str(result.get("db_user") or name)[:80],
-        hosts=json.dumps(sorted({str(h) for h in hosts})), created=now))
-
-
-def record_site_names(conn, site_nid: int, names) -> None:
-    """Record the host names a site was just served under (its uri and aliases as the run had
-    them): it keeps them if another site's row claims one later."""
-    from aegir_ansible.db.backend import SiteHostName
-
-    names = sorted({str(n).lower() for n in names if n})
-    conn.execute(delete(SiteHostName).where(SiteHostName.nid == site_nid))
-    if not names:
-        return
-    others = set(conn.execute(select(SiteHostName.name).where(
-        SiteHostName.name.in_(names), SiteHostName.nid != site_nid)).scalars())
-    rows = [{"name": n, "nid": site_nid} for n in names if n not in others]
-    if rows:
-        conn.execute(insert(SiteHostName), rows)
-
-
-def _served_names(ctx) -> list:
-    facts = ctx.result.facts
-    return [facts.get("aegir_site_uri"), *(facts.get("aegir_site_aliases") or [])]
-
-
-@on("site", "install")
-def _site_installed(ctx):
-    record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server), ctx.result.result, ctx.now)
-    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
-    ctx.update_target(m.HostingSite, status=m.SITE_ENABLED, verified=ctx.now, **_db_name(ctx))
-
-
-@on("site", "install", "failure")
-def _site_install_failed(ctx):
-    """A database the run created before failing is the site's: recorded, so that a retry uses
-    it again and a delete drops it."""
-    if ctx.result.result.get("db_hosts") is not None:
-        record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server),
-                       ctx.result.result, ctx.now)
-        ctx.update_target(m.HostingSite, **_db_name(ctx))
-
-
-@on("site", "verify")
-def _site_verified(ctx):
-    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
-    ctx.update_target(m.HostingSite, verified=ctx.now, **_db_name(ctx))
-
-
-@on("site", "verify", "failure")
-def _site_verify_failed(ctx):
-    ctx.update_target(m.HostingSite, verified=0)
-
-
-@on("site", "disable")
-def _site_disabled(ctx):
-    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
-    ctx.update_target(m.HostingSite, status=m.SITE_DISABLED)
-
-
-@on("site", "enable")
-def _site_enabled(ctx):
-    record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
-    ctx.update_target(m.HostingSite, status=m.SITE_ENABLED)
-
-
-@on("site", "delete")
-def _site_deleted(ctx):
-    from aegir_ansible.db.backend import SiteDatabase, SiteHostName
-
-    ctx.update_target(m.HostingSite, status=m.SITE_DELETED)
-    ctx.conn.execute(delete(SiteDatabase).where(SiteDatabase.nid == ctx.task.rid))
-    ctx.conn.execute(delete(SiteHostName).where(SiteHostName.nid == ctx.task.rid))
-    ctx.conn.execute(delete(m.HostingPackageInstance).where(
-        m.HostingPackageInstance.rid == ctx.task.rid))
-    ctx.remove_context()
-
-
-@on("site", "backup")
-def _site_backup(ctx):
-    """A backup playbook reports {backup_file, backup_size} through set_stats."""
-    r = ctx.result.result
-    if r.get("backup_file"):
-        ctx.conn.execute(insert(m.HostingSiteBackup).values(
-            site=ctx.task.rid, web_server=ctx.task.server or 0,
-            description=str(r.get("description") or "Generated on request"),
-            filename=str(r["backup_file"]), size=int(r.get("backup_size") or 0),
-            timestamp=ctx.now))
-
-
-def _record_backup(ctx, result: dict, description: str) -> None:
-    """A hosting_site_backups row for an archive a run reported (backup, migrate, clone)."""
-    if result.get("backup_file"):
-        ctx.conn.execute(insert(m.HostingSiteBackup).values(
-            site=ctx.task.rid, web_server=ctx.task.server or 0,
-            description=str(result.get("description") or description),
-            filename=str(result["backup_file"]), size=int(result.get("backup_size") or 0),
-            timestamp=ctx.now))
-
-
-def _context_nid(ctx, name) -> int | None:
-    if not name:
-        return None
-    return ctx.conn.execute(select(m.HostingContext.nid)
-                            .where(m.HostingContext.name == str(name))).scalar()
-
-
-@on("site", "restore")
-def _site_restored(ctx):
-    ctx.update_target(m.HostingSite, verified=ctx.now)
-
-
-@on("site", "backup-delete")
-@on("site", "backup-delete", "failure")  # some archives could not be removed: the others were
-def _site_backups_deleted(ctx):
-    bids = [int(b) for b in ctx.result.result.get("deleted_bids") or [] if str(b).isdigit()]
-    if bids:
-        ctx.conn.execute(delete(m.HostingSiteBackup).where(
-            m.HostingSiteBackup.bid.in_(bids), m.HostingSiteBackup.site == ctx.task.rid))
-
-
-@on("site", "migrate")
-def _site_migrated(ctx):
-    """As hosting_migrate's post hook: platform, db server, db name; the uri (node title,
-    revision title, context name, aliases) when it changed; the backup made first."""
-    r = ctx.result.result
-    _record_backup(ctx, r, "Pre-migration backup")
-    values = {"verified": ctx.now}
-    platform = _context_nid(ctx, r.get("platform"))
-    if platform:
-        values["platform"] = platform
-    db_server = _context_nid(ctx, r.get("db_server"))
-    if db_server:
-        values["db_server"] = db_server
-    if r.get("db_name"):
-        values["db_name"] = str(r["db_name"])[:64]
-    ctx.update_target(m.HostingSite, **values)
-    record_site_db(ctx.conn, ctx.task.rid, db_server or ctx.current(m.HostingSite.db_server), r, ctx.now)
-    record_site_names(ctx.conn, ctx.task.rid, [r.get("uri") or ctx.result.facts.get("aegir_site_uri"),
-                                               *(r.get("aliases") or ctx.result.facts.get("aegir_site_aliases") or [])])
-    vid = ctx.target_vid
-    old_uri = ctx.conn.execute(select(m.Node.title).where(m.Node.nid == ctx.task.rid)).scalar()
-    new_uri = str(r.get("uri") or "")
-    if new_uri and new_uri != old_uri:
-        ctx.conn.execute(update(m.Node).where(m.Node.nid == ctx.task.rid)
-                         .values(title=new_uri, changed=ctx.now))
-        ctx.conn.execute(update(m.NodeRevision).where(m.NodeRevision.vid == vid).values(title=new_uri))
-        ctx.conn.execute(update(m.HostingContext).where(m.HostingContext.nid == ctx.task.rid)
-                         .values(name=new_uri))
-        # The new uri is no longer an alias of its own site; a redirection to the old uri
-        # now points at the new one.
-        ctx.conn.execute(delete(m.HostingSiteAlias).where(
-            m.HostingSiteAlias.vid == vid, m.HostingSiteAlias.alias == new_uri))
-        ctx.conn.execute(update(m.HostingSiteAlias).where(
-            m.HostingSiteAlias.vid == vid, m.HostingSiteAlias.redirection == old_uri)
-            .values(redirection=new_uri))
-
-
-@on("site", "clone")
-def _site_cloned(ctx):
-    """As hosting_clone's post hook: a new site node with its revision, hosting_site,
-    hosting_context and alias rows (Frontend.add_site), enabled and verified, with the
-    database name and cron key the run used; the backup made first is recorded. A clone
-    that cannot be recorded (its uri taken meanwhile, rows the database refuses) fails the
-    task and is marked for removal (`TaskResult.rollback`, run by the worker)."""
-    from aegir_ansible.db.backend import SiteSettings
-    from aegir_ansible.frontend import Frontend
-
-    r = ctx.result.result
-    ctx.result.rollback = None  # this hook may run again (the outcome written again)
-    _record_backup(ctx, r, "Pre-clone backup")
-    if not r.get("uri"):
-        return
-    hs = m.HostingSite
-    src = ctx.conn.execute(select(hs.profile, hs.client, hs.language, hs.platform, hs.db_server)
-                           .where(hs.vid == ctx.target_vid)).first()
-    if src is None:
-        return
-    profile = ctx.conn.execute(select(m.HostingPackage.short_name)
-                               .join(m.Node, m.Node.vid == m.HostingPackage.vid)
-                               .where(m.HostingPackage.nid == src.profile)).scalar()
-    client = ctx.conn.execute(select(m.HostingClient.uname)
-                              .join(m.Node, m.Node.vid == m.HostingClient.vid)
-                              .where(m.HostingClient.nid == src.client)).scalar() if src.client else None
-    interval = ctx.conn.execute(select(SiteSettings.cron_interval)
-                                .where(SiteSettings.nid == ctx.task.rid)).scalar()
-    platform = str(r.get("platform") or "") or src.platform
-    db_server = str(r.get("db_server") or "") or src.db_server
-    from aegir_ansible.validation import InputError
-
-    try:
-        # Its own savepoint: a refused site rolls back its rows only, not the whole outcome.
-        with Session(bind=ctx.conn, join_transaction_mode="create_savepoint") as session:
-            fe = Frontend(session, uid=0)
-            kw = {"cron_interval": interval} if interval is not None else {}
-            nid = fe.add_site(
-                str(r["uri"]), platform, db_server=db_server, profile=profile or "standard",
-                language=src.language or "en", aliases=[str(a) for a in r.get("aliases") or []],
-                redirection=str(r.get("redirection") or "") or None, client=client,
-                queue_install=False, status=m.SITE_ENABLED, **kw)
-            session.flush()
-            vid = session.get(m.Node, nid).vid
-            session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
-                verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
-                **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
-            session.flush()
-            record_site_db(session.connection(), nid, session.get(m.HostingSite, vid).db_server, r, ctx.now)
-            record_site_names(session.connection(), nid, [r["uri"], *(r.get("aliases") or [])])
-            session.commit()  # releases the savepoint; the outcome's transaction commits it
-    except (InputError, SQLAlchemyError) as exc:
-        if isinstance(exc, SQLAlchemyError) and jobs.is_transient(exc):
-            raise  # transient: the whole outcome is written again
-        # Made on the server, unknown to the frontend: the worker removes it (clone-rollback)
-        # and the task fails.
-        why = str(exc).splitlines()[0][:300]
-        ctx.conn.execute(update(m.HostingTask).where(m.HostingTask.vid == ctx.task.vid)
-                         .values(task_status=m.TASK_ERROR))
-        jobs.add_log(ctx.conn, [jobs.log_row(
-            ctx.task, "error", f"The clone {r['uri']} was made on the server, but its site could "
-                               f"not be recorded: {why}. It is rolled back.", ctx.now)])
-        ctx.result.status = m.TASK_ERROR
-        ctx.result.rollback = dict(r)
-
-
-@on("site", "update")
-@on("site", "update", "failure")  # the backup was restored, and stays
-def _site_updated(ctx):
-    """The backup made before the database updates (hosting_tasks_extra's provision-update)."""
-    _record_backup(ctx, ctx.result.result, "Before database updates")
-
-
-@on("site", "sync")
-@on("site", "sync", "failure")  # the backup was restored, and stays
-def _site_synced(ctx):
-    """As hosting_sync's post hook: the backup of this site made before the sync."""
-    r = ctx.result.result
-    _record_backup(ctx, r, f"Before sync from @{r.get('source') or 'another site'}")
-
-
-@on("site", "login-reset")
-def _site_login_link(ctx):
-    link = ctx.result.result.get("login_link")
-    if link:
-        jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", f"One-time login link: {link}", ctx.now)])
-
-
-def _log_task_output(ctx):
-    """hosting_tasks_extra's tasks show what drush (or the health check) said in the task log:
-    the `output` lines each site's run reported (a batch's server events are shared)."""
-    lines = [str(x) for x in ctx.result.result.get("output") or []]
-    if lines:
-        jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", "\n".join(lines)[:60000], ctx.now)])
-
-
-for _type in sorted(DRUSH_TASK_TYPES | {"update", "site_health_check", "sync"}):
-    on("site", _type)(_log_task_output)
-    on("site", _type, "failure")(_log_task_output)
-on("server", "flush_drush_cache")(_log_task_output)
-on("server", "flush_drush_cache", "failure")(_log_task_output)
-
-
-# -- platforms ---------------------------------------------------------------------------
-
-@on("platform", "verify")
-def _platform_verified(ctx):
-    locked = ctx.current(m.HostingPlatform.status) == m.PLATFORM_LOCKED
-    ctx.update_target(m.HostingPlatform, verified=ctx.now,
-                      status=m.PLATFORM_LOCKED if locked else m.PLATFORM_ENABLED)
-
-
-@on("platform", "lock")
-def _platform_locked(ctx):
-    ctx.update_target(m.HostingPlatform, status=m.PLATFORM_LOCKED)
-
-
-@on("platform", "unlock")
-def _platform_unlocked(ctx):
-    ctx.update_target(m.HostingPlatform, status=m.PLATFORM_ENABLED)
-
-
-@on("platform", "migrate")
-def _platform_migrated(ctx):
-    """As hosting_migrate's platform form (a frontend batch): one site migrate task per
-    enabled site of the platform, to the target platform, each site keeping its uri and
-    database server; a site with a migrate already queued is left alone."""
-    from aegir_ansible.frontend import Frontend
-
-    target = ctx.conn.execute(select(m.HostingTaskArgument.value).where(
-        m.HostingTaskArgument.vid == ctx.task.vid,
-        m.HostingTaskArgument.name == "target_platform")).scalar()
-    hs = m.HostingSite
-    sites = ctx.conn.execute(
-        select(m.HostingContext.name, hs.db_server).join(m.Node, m.Node.nid == m.HostingContext.nid)
-        .join(hs, hs.vid == m.Node.vid)
-        .where(hs.platform == ctx.task.rid, hs.status == m.SITE_ENABLED).order_by(m.Node.nid)).all()
-    waiting = set(ctx.conn.execute(
-        select(m.HostingContext.name).join(m.HostingTask, m.HostingTask.rid == m.HostingContext.nid)
-        .join(m.Node, m.Node.vid == m.HostingTask.vid)
-        .where(m.HostingContext.name.in_([n for n, _ in sites]), m.HostingTask.task_type == "migrate",
-               m.HostingTask.task_status == m.TASK_QUEUED)).scalars()) if sites else set()
-    queued = []
-    with Session(bind=ctx.conn) as session:
-        fe = Frontend(session, uid=0)
-        for name, db_server in sites:
-            if name not in waiting:
-                fe.add_task("migrate", name, {"target_platform": str(target or ""), "new_uri": "",
-                                              "new_db_server": str(db_server or 0)})
-                queued.append(name)
-        session.flush()
-    jobs.add_log(ctx.conn, [jobs.log_row(ctx.task, "message", f"Queued a migrate task for {len(queued)} "
-                                         f"site(s): {', '.join(queued) or 'none'}.", ctx.now)])
-
-
-@on("platform", "delete")
-def _platform_deleted(ctx):
-    ctx.update_target(m.HostingPlatform, status=m.PLATFORM_DELETED)
-    ctx.remove_context()
-
-
-# -- servers -----------------------------------------------------------------------------
-
-@on("server", "verify")
-def _server_verified(ctx):
-    ctx.update_target(m.HostingServer, status=m.SERVER_ENABLED, verified=ctx.now)
-    # As hostmaster: verify every live platform on this web server.
-    from aegir_ansible.frontend import Frontend
-
-    names = ctx.conn.execute(
-        select(m.HostingContext.name)
-        .join(m.Node, m.Node.nid == m.HostingContext.nid)
-        .join(m.HostingPlatform, m.HostingPlatform.vid == m.Node.vid)
-        .where(m.HostingPlatform.web_server == ctx.task.rid,
-               m.HostingPlatform.status != m.PLATFORM_DELETED)
-        .order_by(m.Node.nid)
-    ).scalars().all()
-    # ... unless a verify of that platform is already waiting (hosting_task_outstanding).
-    waiting = set(ctx.conn.execute(
-        select(m.HostingContext.name)
-        .join(m.HostingTask, m.HostingTask.rid == m.HostingContext.nid)
-        .join(m.Node, m.Node.vid == m.HostingTask.vid)
-        .where(m.HostingContext.name.in_(names), m.HostingTask.task_type == "verify",
-               m.HostingTask.task_status == m.TASK_QUEUED)
-    ).scalars()) if names else set()
-    names = [n for n in names if n not in waiting]
-    if names:
-        with Session(bind=ctx.conn) as session:
-            fe = Frontend(session, uid=0)
-            for name in names:
-                fe.add_task("verify", name)
-            session.flush()
-
-
-@on("server", "delete")
-def _server_deleted(ctx):
-    ctx.update_target(m.HostingServer, status=m.SERVER_DELETED)
-    ctx.remove_context()
-
-
-# -- recording ---------------------------------------------------------------------------
-
-def final_status(res: RunResult, tr: TaskResult, settings: Settings) -> tuple[int, list[tuple]]:
+_COUNTS = ("ok", "changed", "failures", "dark", "skipped", "ignored", "rescued")
+
+
+# -- the judgement -----------------------------------------------------------------------
+
+def judge(res: RunResult, settings: Settings, say) -> None:
+    """Decide every task's status and closing lines (TaskResult.status, .closing), once.
+    say(task, type, message) writes a log line of the task now (the run's own lines: why a
+    host failed, its summary)."""
+    if res.status != NOT_STARTED:
+        _judge_hosts(res, say)
+    for tr in res.tasks.values():
+        tr.status, tr.closing = _closing(res, tr, settings)
+
+
+def _judge_hosts(res: RunResult, say) -> None:
+    """What the playbook run said of each target host (its tasks' statuses, until the stop
+    reason, if any, decides)."""
+    reported = (res.artifact or {}).get("aegir_results") or {}
+    strays = sorted(set(res.stats.get("processed") or {}) - set(res.limit))
+    if strays and not res.stop_reason:
+        # Never expected (the limit is the targets group): the run is not to be trusted.
+        for tasks in res.by_host.values():
+            for t in tasks:
+                _fail(res, t, say, "The playbook ran on hosts outside this run's targets "
+                                   f"({', '.join(strays[:10])}): the task is failed.")
+    else:
+        for host, tasks in res.by_host.items():
+            for t in tasks:
+                tr = res.tasks[t.nid]
+                if isinstance(reported, dict) and isinstance(reported.get(host), dict):
+                    tr.result = reported[host]
+                if res.stop_reason:
+                    continue  # the stop reason decides (below)
+                if res.batch_server:
+                    _judge_batch_site(res, host, t, tr, reported, say)
+                else:
+                    _judge_host(res, host, t, tr, say)
+
+
+def _fail(res: RunResult, t: TaskRow, say, message: str) -> None:
+    res.tasks[t.nid].status = TaskStatus.ERROR
+    say(t, "error", message)
+
+
+def _from_types(tr: TaskResult) -> TaskStatus:
+    return (TaskStatus.ERROR if "error" in tr.types
+            else TaskStatus.WARNING if "warning" in tr.types else TaskStatus.SUCCESS)
+
+
+def _no_result(res: RunResult, what: str) -> str:
+    if res.rc not in (0, None) or res.status != "successful":
+        return f"ansible-playbook failed (status {res.status}, rc {res.rc})"
+    return what
+
+
+def _judge_host(res: RunResult, host: str, t: TaskRow, tr: TaskResult, say) -> None:
+    """A task run on its own host: that host's stats, then its lines' types."""
+    stats = res.stats
+    failed = (stats.get("failures") or {}).get(host, 0)
+    dark = (stats.get("dark") or {}).get(host, 0)
+    seen = host in (stats.get("processed") or {})
+    if failed or dark:
+        tr.status = TaskStatus.ERROR
+        if "error" not in tr.types:
+            say(t, "error", f"The playbook failed on {host}.")
+    elif not seen:
+        tr.status = TaskStatus.ERROR
+        say(t, "error", f"{_no_result(res, 'the playbook did not run on this host')}: "
+                        f"{host} has no result.")
+    else:
+        tr.status = _from_types(tr)
+    if seen:
+        counts = " ".join(f"{k}={(stats.get(k) or {}).get(host, 0)}" for k in _COUNTS)
+        say(t, "info", f"Summary for {host}: {counts}")
+
+
+def _judge_batch_site(res: RunResult, host: str, t: TaskRow, tr: TaskResult, reported,
+                      say) -> None:
+    """A site of a batch run: the server host's stats, then the site's own reported
+    result ({failed: msg} or {changed: [...]})."""
+    server = res.batch_server
+    mine = reported.get(host) if isinstance(reported, dict) else None
+    failed = (res.stats.get("failures") or {}).get(server, 0)
+    dark = (res.stats.get("dark") or {}).get(server, 0)
+    changes = []
+    if failed or dark:
+        tr.status = TaskStatus.ERROR
+        if "error" not in tr.types:
+            say(t, "error", f"The playbook failed on {server}, the server of {host}.")
+    elif not isinstance(mine, dict):
+        tr.status = TaskStatus.ERROR
+        say(t, "error", f"{_no_result(res, 'the playbook did not report this site')}: "
+                        f"{host} has no result.")
+    elif mine.get("failed"):
+        tr.status = TaskStatus.ERROR
+        say(t, "error", f"failed: [{host}] => {mine['failed']}")
+    else:
+        changes = [str(c) for c in (mine.get("changed") or [])]
+        if changes:
+            say(t, "message", f"changed: [{host}] => {'; '.join(changes)}")
+        else:
+            say(t, "info", f"ok: [{host}]")
+        tr.status = _from_types(tr)
+    if isinstance(mine, dict):
+        bad = 1 if tr.status == TaskStatus.ERROR else 0
+        say(t, "info", f"Summary for {host}: ok={1 - bad} changed={1 if changes else 0} "
+                       f"failures={bad} dark={1 if dark else 0} skipped=0 ignored=0 rescued=0")
+
+
+def _closing(res: RunResult, tr: TaskResult, settings: Settings) -> tuple[int, list[tuple]]:
     """The status to record and the closing log lines (type, message)."""
     reason = res.stop_reason
     took = int(res.ended - res.started)
@@ -493,38 +153,36 @@ def final_status(res: RunResult, tr: TaskResult, settings: Settings) -> tuple[in
         reason = "interrupted"
     if reason == "interrupted":
         others = ", ".join(str(n) for n in sorted(res.cancelled))
-        return m.TASK_WARNING, [("warning", "Task was cancelled: it ran in one playbook run "
-                                            f"with task {others}, whose cancel was requested.")]
+        return TaskStatus.WARNING, [("warning", "Task was cancelled: it ran in one playbook run "
+                                                f"with task {others}, whose cancel was requested.")]
     if reason == "cancel":
-        return m.TASK_WARNING, [("warning", "Task was cancelled.")]
+        return TaskStatus.WARNING, [("warning", "Task was cancelled.")]
     if reason == "timeout":
-        return m.TASK_ERROR, [("error", f"Task timed out after {took} seconds (task_timeout "
-                                        f"{settings.task_timeout}): the playbook and its "
-                                        "processes were stopped.")]
+        return TaskStatus.ERROR, [("error", f"Task timed out after {took} seconds (task_timeout "
+                                            f"{settings.task_timeout}): the playbook and its "
+                                            "processes were stopped.")]
     if reason == "shutdown":
-        return m.TASK_WARNING, [("warning", "Task was cancelled: the queue runner was stopped and "
-                                            f"the task did not finish within {settings.shutdown_grace:g} "
-                                            "seconds.")]
-    if tr.status == m.TASK_ERROR:
-        return m.TASK_ERROR, [("error", f"Task failed after {took} seconds.")]
-    if tr.status == m.TASK_WARNING:
-        return m.TASK_WARNING, [("warning", f"Task finished with warnings after {took} seconds.")]
-    return m.TASK_SUCCESS, [("success", f"Task completed successfully in {took} seconds.")]
+        return TaskStatus.WARNING, [("warning", "Task was cancelled: the queue runner was stopped "
+                                                "and the task did not finish within "
+                                                f"{settings.shutdown_grace:g} seconds.")]
+    if tr.status == TaskStatus.ERROR:
+        return TaskStatus.ERROR, [("error", f"Task failed after {took} seconds.")]
+    if tr.status == TaskStatus.WARNING:
+        return TaskStatus.WARNING, [("warning", f"Task finished with warnings after {took} seconds.")]
+    return TaskStatus.SUCCESS, [("success", f"Task completed successfully in {took} seconds.")]
 
 
-def retry_delay(settings: Settings, attempts: int) -> float:
-    return settings.retry_backoff * (2 ** max(0, attempts - 1))
-
+# -- recording ---------------------------------------------------------------------------
 
 RECORD_CHUNK = 200
 
 
 def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -> None:
-    """Write every task's outcome, retried on conflicts. The tasks of a batch are written
-    in transactions of up to RECORD_CHUNK tasks (one commit per chunk, not per task; each
-    task's changes are still all-or-nothing), with a handful of statements per chunk plus
-    the entity hooks; if a chunk fails, its tasks are written one transaction each, so that
-    one task's problem cannot hold back the others' outcomes."""
+    """Write every task's judged outcome, retried on conflicts. The tasks of a batch are
+    written in transactions of up to RECORD_CHUNK tasks (one commit per chunk, not per task;
+    each task's changes are still all-or-nothing), with a handful of statements per chunk
+    plus the entity hooks; if a chunk fails, its tasks are written one transaction each, so
+    that one task's problem cannot hold back the others' outcomes."""
     items = list(res.tasks.items())
     for start in range(0, len(items), RECORD_CHUNK):
         chunk = items[start:start + RECORD_CHUNK]
@@ -535,7 +193,7 @@ def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -
                     f"outcomes of {len(chunk)} tasks")
                 continue
             except SQLAlchemyError as exc:
-                if jobs.is_disconnect(exc):
+                if is_disconnect(exc):
                     raise  # the worker retries the whole record() once the database is back
                 log.warning("recording %d outcomes together failed (%s); one by one now",
                             len(chunk), str(exc).splitlines()[0])
@@ -544,22 +202,24 @@ def record(jm: JobManager, runner_id: str, res: RunResult, settings: Settings) -
                   f"outcome of task {nid}")
 
 
-def _succeeded(res: RunResult, status: int) -> bool:
-    return status in (m.TASK_SUCCESS, m.TASK_WARNING) and not res.stop_reason
+def _succeeded(res: RunResult, tr: TaskResult) -> bool:
+    return tr.succeeded and not res.stop_reason
+
+
+def _last_error(res: RunResult, tr: TaskResult) -> str | None:
+    return None if _succeeded(res, tr) else tr.closing[-1][1][:1000]
 
 
 def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: Settings) -> None:
     task = tr.task
     now = int(time.time())
-    status, lines = final_status(res, tr, settings)
-    succeeded = _succeeded(res, status)
-    if not jm.finish(conn, runner_id, task, status, max(0, int(res.ended - res.started)),
-                     last_error=None if succeeded else lines[-1][1][:1000]):
+    if not jm.finish(conn, runner_id, task, tr.status, res.seconds,
+                     last_error=_last_error(res, tr)):
         log.warning("task %s is no longer held by this runner: its outcome is not recorded",
                     task.nid)
         return
-    jobs.add_log(conn, [jobs.log_row(task, t, msg, now) for t, msg in lines])
-    _after(conn, res, tr, settings, succeeded, now)
+    add_log(conn, [log_row(task, t, msg, now) for t, msg in tr.closing])
+    _after(conn, res, tr, settings, now)
 
 
 def _record_chunk(conn, jm, runner_id, res: RunResult, trs: list[TaskResult],
@@ -572,7 +232,7 @@ def _record_chunk(conn, jm, runner_id, res: RunResult, trs: list[TaskResult],
     done = []
     for tr in trs:
         if tr.task.nid in held:
-            done.append((tr, *final_status(res, tr, settings)))
+            done.append(tr)
         else:
             log.warning("task %s is no longer held by this runner: its outcome is not recorded",
                         tr.task.nid)
@@ -580,97 +240,36 @@ def _record_chunk(conn, jm, runner_id, res: RunResult, trs: list[TaskResult],
         return
     by_error: dict[str | None, list[int]] = defaultdict(list)
     by_status: dict[int, list[int]] = defaultdict(list)
-    for tr, status, lines in done:
-        by_error[None if _succeeded(res, status) else lines[-1][1][:1000]].append(tr.task.nid)
-        by_status[status].append(tr.task.vid)
+    for tr in done:
+        by_error[_last_error(res, tr)].append(tr.task.nid)
+        by_status[tr.status].append(tr.task.vid)
     for last_error, nids in by_error.items():
-        jobs.release(conn, nids, last_error=last_error)
-    delta = max(0, int(res.ended - res.started))
+        release(conn, nids, last_error=last_error)
     for status, vids in by_status.items():
         conn.execute(update(m.HostingTask).where(m.HostingTask.vid.in_(vids))
-                     .values(task_status=status, delta=delta))
-    jobs.add_log(conn, [jobs.log_row(tr.task, t, msg, now)
-                        for tr, _status, lines in done for t, msg in lines])
-    cache = TargetCache(conn, [tr.task.rid for tr, _s, _l in done])
-    for tr, status, _lines in done:
-        _after(conn, res, tr, settings, _succeeded(res, status), now, cache)
+                     .values(task_status=status, delta=res.seconds))
+    add_log(conn, [log_row(tr.task, t, msg, now) for tr in done for t, msg in tr.closing])
+    cache = TargetCache(conn, [tr.task.rid for tr in done])
+    for tr in done:
+        _after(conn, res, tr, settings, now, cache)
 
 
-def _after(conn, res: RunResult, tr: TaskResult, settings: Settings, succeeded: bool, now: int,
+def _after(conn, res: RunResult, tr: TaskResult, settings: Settings, now: int,
            cache: TargetCache | None = None) -> None:
-    """What follows a task's status: the entity hooks, and re-queueing a failed task that is
-    safe to repeat."""
-    task = tr.task
-    tt = TASK_TYPES.get(task.task_type or "")
-    when = "success" if succeeded else "failure"
-    for hook in HOOKS.get((task.target_type, task.task_type, when), []):
-        hook(HookContext(conn, task, tr, now, cache))
-    attempts = task.attempts or 1
-    requeue = False
-    cancelled = res.stop_reason == "cancel" and task.nid in res.cancelled
-    if tt and tt.safe_to_repeat and not succeeded and not cancelled:
-        if res.stop_reason == "shutdown":
-            requeue, not_before, why = True, now, "the runner was stopped"
-        elif res.stop_reason == "cancel" and task.nid not in res.cancelled:
-            requeue, not_before, why = True, now, "another task of its batch was cancelled"
-        elif attempts < settings.retry_max_attempts:
-            delay = retry_delay(settings, attempts)
-            requeue, not_before, why = True, now + delay, f"attempt {attempts} failed"
-    if requeue:
-        jobs.requeue(conn, task.nid, not_before,
-                     f"Task queued again ({why}; it is safe to repeat): attempt {attempts + 1} "
-                     f"not before {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(not_before))}.")
+    """What follows a task's status: the entity hooks, and re-queueing (retry.py)."""
+    succeeded = _succeeded(res, tr)
+    run_hooks(conn, tr, succeeded, now, cache)
+    again = retry.after_run(tr.task, settings, now, succeeded=succeeded,
+                            stop_reason=res.stop_reason, cancelled=res.cancelled)
+    if again:
+        requeue(conn, tr.task.nid, again.not_before, again.message)
 
 
-def fail_malformed(jm: JobManager, runner_id: str, run, message: str) -> None:
+def fail_malformed(jm: JobManager, runner_id: str, run: Run, message: str) -> None:
     task = run.tasks[0]
 
     def fn(conn):
-        if jm.finish(conn, runner_id, task, m.TASK_ERROR, 0, last_error=message[:1000]):
-            jobs.add_log(conn, [jobs.log_row(task, "error", message, int(time.time()))])
+        if jm.finish(conn, runner_id, task, TaskStatus.ERROR, 0, last_error=message[:1000]):
+            add_log(conn, [log_row(task, "error", message, int(time.time()))])
 
     jm.tx(fn, f"failing malformed task {task.nid}")
-
-
-def reap(jm: JobManager, settings: Settings, exclude: str | None = None) -> list[int]:
-    """Fail the tasks of runners whose heartbeat is stale ("runner lost"); re-queue those of
-    types safe to repeat. Returns the task nids handled."""
-    from .tables import QueueRunner, QueueTask
-
-    handled = []
-    for runner_id, hostname, heartbeat in jm.lost_runners(settings.runner_lost_after, exclude):
-        def fn(conn, runner_id=runner_id, heartbeat=heartbeat, hostname=hostname):
-            row = conn.execute(select(QueueRunner.state, QueueRunner.heartbeat)
-                               .where(QueueRunner.id == runner_id)
-                               .with_for_update(skip_locked=True)).first()
-            if row is None or row[0] not in ("running", "stopping") or \
-                    row[1] >= time.time() - settings.runner_lost_after:
-                return []
-            conn.execute(update(QueueRunner).where(QueueRunner.id == runner_id).values(state="lost"))
-            tasks = jobs._rows(conn.execute(
-                jobs.target_query(-1).where(QueueTask.runner_id == runner_id)))
-            now = int(time.time())
-            done = []
-            for task in tasks:
-                ago = int(time.time() - heartbeat)
-                msg = (f"Runner lost: the queue runner {runner_id} on {hostname} stopped sending "
-                       f"heartbeats {ago} seconds ago while this task ran; its outcome is unknown "
-                       "and the task is marked failed.")
-                jobs.add_log(conn, [jobs.log_row(task, "error", msg, now)])
-                executed = conn.execute(select(m.HostingTask.executed)
-                                        .where(m.HostingTask.vid == task.vid)).scalar() or now
-                conn.execute(update(m.HostingTask).where(m.HostingTask.vid == task.vid)
-                             .values(task_status=m.TASK_ERROR, delta=max(0, now - executed)))
-                tt = TASK_TYPES.get(task.task_type or "")
-                attempts = task.attempts or 1
-                if tt and tt.safe_to_repeat and attempts < settings.retry_max_attempts:
-                    jobs.requeue(conn, task.nid, now,
-                                 f"Task queued again (its runner was lost; it is safe to repeat): "
-                                 f"attempt {attempts + 1}.")
-                else:
-                    jobs.release(conn, task.nid, last_error=msg[:1000])
-                done.append(task.nid)
-            return done
-
-        handled += jm.tx(fn, f"reaping runner {runner_id}") or []
-    return handled

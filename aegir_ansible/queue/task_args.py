@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from aegir_ansible.db import models as m
 from aegir_ansible.validation import InputError, normalize_hostname
 
-from .jobs import TaskRow
+from .types import TaskRow
 
 
 class ArgumentError(ValueError):

@@ -30,14 +30,17 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from aegir_ansible import paths
-from aegir_ansible.db import models as m
-
+from aegir_ansible.db.models import TaskStatus
 from aegir_ansible.logs import task_context
 
 from . import metrics, outcome, rundirs
+from .database import QueueError, check_database, is_transient
 from .events import LogWriter
 from .execution import Execution, clone_rollback
-from .jobs import JobManager, QueueError, Run, Settings, check_database, is_transient
+from .manager import JobManager
+from .reap import reap
+from .settings import Settings
+from .types import Run
 
 log = logging.getLogger("aegir.queue")
 
@@ -93,7 +96,6 @@ class Worker:
         self.stop_requested_at: float | None = None
         self.hard_stop = False
         self.settings: Settings | None = None
-        self.stats = {"runs": 0, "tasks": 0, "claims": 0, "claim_seconds": 0.0}
         self._queue_mark: int | None = None
         self.failed = 0  # tasks this runner ran whose outcome is an error
         # Runs whose outcome the database refused even as a failure: not reconciled.
@@ -125,12 +127,12 @@ class Worker:
             self.server_nids = [fe.find(n, types=("server",)).nid for n in self.server_names]
 
     def _effective(self, settings: Settings) -> Settings:
-        values = dict(settings.values)
+        values = {}
         if self.batch_size is not None:
             values["batch_size"] = self.batch_size
         if self.grace is not None:
             values["shutdown_grace"] = self.grace
-        return Settings(values)
+        return settings.replace(**values) if values else settings
 
     # -- runs --------------------------------------------------------------------------
 
@@ -154,6 +156,8 @@ class Worker:
         try:
             metrics.count("runs")
             res = ex.execute()
+            if not res.requeue:
+                outcome.judge(res, settings, ex.line)  # each task's status, decided once
             self.writer.flush()
             what = f"run {ex.run.run_id[:8]}"
             if res.requeue:
@@ -167,18 +171,18 @@ class Worker:
                              self._record_each(res, settings, exc)))
             for tr in res.tasks.values():
                 if tr.rollback:  # a clone made on the server that could not be recorded
-                    clone_rollback(ex, tr.task, tr.rollback).execute()
+                    rb = clone_rollback(ex, tr.task, tr.rollback)
+                    outcome.judge(rb.execute(), settings, rb.line)  # its lines, not recorded
                     self.writer.flush()
             for nid, tr in res.tasks.items():
-                status = m.TASK_ERROR if nid in refused else \
-                    outcome.final_status(res, tr, settings)[0]
+                # As recorded: a clone that could not be recorded, and an outcome the
+                # database refused, are failures.
+                status = TaskStatus.ERROR if nid in refused or tr.rollback else tr.status
                 metrics.finished(tr.task.task_type, status, res.ended - res.started)
-                self.failed += status == m.TASK_ERROR
+                self.failed += status == TaskStatus.ERROR
             self._server_reached(ex, settings)
             log.info("run %s: finished (%s) in %.1fs", ex.run.run_id[:8],
                      res.stop_reason or res.status, res.ended - res.started)
-            self.stats["runs"] += 1
-            self.stats["tasks"] += len(ex.run.tasks)
         except Exception:  # noqa: BLE001
             log.exception("run %s crashed", ex.run.run_id)
         finally:
@@ -189,10 +193,11 @@ class Worker:
     def _server_reached(self, ex: Execution, settings: Settings) -> None:
         """Per-server back-off: a run that found its server unreachable makes the claims
         skip that server for a while (doubling); one that reached it ends the back-off."""
-        if ex.run.server is None or ex.result.stop_reason or not ex.stats:
+        stats = ex.result.stats
+        if ex.run.server is None or ex.result.stop_reason or not stats:
             return
-        dark = ex.stats.get("dark") or {}
-        reached = set(ex.stats.get("processed") or {}) - set(dark)
+        dark = stats.get("dark") or {}
+        reached = set(stats.get("processed") or {}) - set(dark)
         if not dark and not reached:
             return
         message = f"unreachable: {', '.join(sorted(dark))}" if dark and not reached else None
@@ -247,10 +252,9 @@ class Worker:
             if not refused:
                 continue
             why = str(getattr(refused[0], "orig", refused[0])).splitlines()[0] or first
-            status = outcome.final_status(res, tr, settings)[0]
             lines = [("error", f"The outcome of this task could not be recorded: the database "
                                f"refused it ({why}). The playbook ran "
-                               f"({m.TASK_STATUS_NAMES.get(status, status)}): what it changed "
+                               f"({TaskStatus.label_of(tr.status)}): what it changed "
                                "on the server is not recorded; fix the database (grants, schema) "
                                "and run the task again.")]
             self._record(lambda tr=tr: self.jm.fail_unrecordable(
@@ -347,7 +351,7 @@ class Worker:
                     # Reap others only after being connected a full period ourselves, so a
                     # database outage is not mistaken for dead runners.
                     if now - self._db_ok_since >= settings.runner_lost_after:
-                        reaped = outcome.reap(self.jm, settings, exclude=self.runner_id)
+                        reaped = reap(self.jm, settings, exclude=self.runner_id)
                         if reaped:
                             log.warning("failed %d task(s) of lost runners: %s", len(reaped), reaped)
                 for nid in self.jm.cancel_requests(self.runner_id):
@@ -362,12 +366,9 @@ class Worker:
                         active_before = len(self.active)
                     slots = self.concurrency - active_before
                     if slots > 0:
-                        t0 = time.time()
                         self._queue_mark = self.jm.queue_mark()
                         claimed = self.jm.claim(self.runner_id, slots, settings,
                                                 self.server_nids)
-                        self.stats["claims"] += 1
-                        self.stats["claim_seconds"] += time.time() - t0
                     for run in claimed:
                         if run.problem:
                             log.warning("task %s is malformed: %s", run.tasks[0].nid, run.problem)

@@ -118,6 +118,12 @@ BAD_INPUTS = [
      "not a valid host name"),
     (("site", "add", "new.example.com", "--platform", "platform_D10", "--redirection", "other.example.com"),
      "redirection target"),
+    # The module's limit (aegir_site_common.check_profile): else every verify would fail.
+    (("site", "add", "new.example.com", "--platform", "platform_D10", "--profile", "p" * 100),
+     "at most 64 characters"),
+    (("server", "add", "new.example.net", "--php-fastcgi", "unix:relative"), "PHP FastCGI address"),
+    (("server", "add", "new.example.net", "--listen-address", "0.0.0.0:80"), "listen address"),
+    (("platform", "add", "Z", "--root", "/", "--server", "server_masterexamplenet"), "must not be /"),
     (("platform", "add", "D10", "--root", "/var/aegir/platforms/x", "--server", "server_masterexamplenet"),
      "already taken"),
     (("platform", "add", "X", "--root", "/var/aegir/../etc", "--server", "server_masterexamplenet"),

@@ -23,7 +23,7 @@ from aegir_ansible.cli import main
 from aegir_ansible.db import make_engine
 from aegir_ansible.db import models as m
 from aegir_ansible.db.grants import FRONTEND_WRITES, backend_tables, grant_statements
-from aegir_ansible.db.grants_cli import grants_command
+from aegir_ansible.cli.grants import grants_command
 from aegir_ansible.tasks import playbook_name
 from tests.queue.conftest import PLAYBOOKS, World, configure, run_once
 

@@ -71,7 +71,7 @@ def test_hosts_groups_and_variables(realistic):
     assert (remote["ansible_connection"], remote["ansible_host"], remote["ansible_port"],
             remote["ansible_user"]) == ("ssh", "10.0.0.11", 2222, "aegir")
     assert remote["aegir_http_service"] == "apache"
-    assert remote["aegir_http_test_cmd"] == ["apache2ctl", "configtest"]
+    assert remote["aegir_http_test_cmd"] == ["apache2ctl", "-t"]
 
     # shared values live once on the server's and platform's groups
     assert "ansible_host" not in inv.hosts["site002.example.org"]

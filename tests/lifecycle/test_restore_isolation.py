@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import select
 
 from aegir_ansible.db import models as m
-from aegir_ansible.queue import outcome
-from aegir_ansible.queue.jobs import JobManager
+from aegir_ansible.queue.manager import JobManager
+from aegir_ansible.queue.reap import reap
 from tests.queue.conftest import spawn_runner, wait_for
 
 from .conftest import REAL_PLAYBOOKS
@@ -223,10 +223,9 @@ def test_temporary_files_of_a_killed_backup_are_removed_by_the_next_one(fe, tmp_
     assert left, "the kill came too late"
     # The killed run's task is failed by a reaper (to whom every runner looks lost).
     jm = JobManager(fe.engine)
-    settings = jm.settings()
-    settings.values["runner_lost_after"] = -1.0
+    settings = jm.settings().replace(runner_lost_after=-1.0)
     reaped: list[int] = []
-    wait_for(lambda: reaped.extend(outcome.reap(jm, settings)) or reaped, 10, "the reaping")
+    wait_for(lambda: reaped.extend(reap(jm, settings)) or reaped, 10, "the reaping")
     assert task in reaped
     # The leftovers age past the safe age (two days back).
     old = time.time() - 2 * 86400

@@ -10,8 +10,8 @@ from sqlalchemy import update
 
 from aegir_ansible.db import make_engine
 from aegir_ansible.db import models as m
-from aegir_ansible.queue import jobs
-from aegir_ansible.queue.jobs import JobManager
+from aegir_ansible.queue import revisions
+from aegir_ansible.queue.manager import JobManager
 
 
 def main(url: str, out: str) -> None:
@@ -36,7 +36,7 @@ def main(url: str, out: str) -> None:
                 def done(conn, t=t):
                     conn.execute(update(m.HostingTask).where(m.HostingTask.vid == t.vid)
                                  .values(task_status=m.TASK_SUCCESS))
-                    jobs.release(conn, t.nid)
+                    revisions.release(conn, t.nid)
 
                 jm.tx(done)
     with open(out, "w") as f:

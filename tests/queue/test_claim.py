@@ -8,7 +8,8 @@ import pytest
 
 from aegir_ansible.db import models as m
 from aegir_ansible.queue import admin
-from aegir_ansible.queue.jobs import JobManager, check_database, skip_locked_problem
+from aegir_ansible.queue.database import check_database, skip_locked_problem
+from aegir_ansible.queue.manager import JobManager
 
 from .conftest import configure
 
@@ -122,7 +123,7 @@ def test_verify_tasks_are_coalesced(two_servers):
     runs = claim(w2, runner="r2")
     assert runs == []  # both servers are busy with one run each
     # a fresh database state: release the runs as if they ended
-    from aegir_ansible.queue.tables import QueueTask
+    from aegir_ansible.db.queue_tables import QueueTask
     with w.Session() as s, s.begin():
         for nid in (a, c):
             s.get(m.HostingTask, s.get(m.Node, nid).vid).task_status = m.TASK_SUCCESS
@@ -149,10 +150,10 @@ def test_malformed_rows_are_claimed_to_be_failed(two_servers):
     unknown = w.task("verify", "b.test")
     missing = w.task("verify", "c.test")
     deleted = w.task("verify", "d.test")
+    d = w.write(lambda fe: fe.find("d.test"))  # before: a write inside the session waits on it
     with w.Session() as s, s.begin():
         s.get(m.HostingTask, s.get(m.Node, unknown).vid).task_type = "frobnicate"
         s.get(m.HostingTask, s.get(m.Node, missing).vid).rid = 999999
-        d = w.write(lambda fe: fe.find("d.test"))
         s.get(m.HostingSite, d.vid).status = m.SITE_DELETED
     runs = claim(w)
     problems = {r.tasks[0].nid: r.problem for r in runs if r.problem}

@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, inspect, select, text
 
 from aegir_ansible.cli import main
 from aegir_ansible.db import models as m
+from aegir_ansible.db.queue_tables import QueueTask
 from aegir_ansible.queue import metrics
-from aegir_ansible.queue.tables import QueueTask
 
 from .conftest import PLAYBOOKS, ThreadWorker, World, configure, run_once, spawn_runner, wait_for
 from .dbproxy import DBProxy

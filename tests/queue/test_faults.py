@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from aegir_ansible.cli import main
 from aegir_ansible.db import models as m
-from aegir_ansible.queue import outcome
-from aegir_ansible.queue.jobs import JobManager
-from aegir_ansible.queue.tables import QueueRunner
+from aegir_ansible.db.queue_tables import QueueRunner
+from aegir_ansible.queue.manager import JobManager
+from aegir_ansible.queue.reap import reap
 
 from .conftest import ThreadWorker, configure, procs_with, run_once, spawn_runner, wait_for
 
@@ -109,10 +109,9 @@ def test_runner_declared_lost_stops_those_runs_and_runs_on(site_world):
     with ThreadWorker(w.url) as worker:
         wait_for(lambda: procs_with(f"sleep {secs}"), 60, "the playbook's sleep")
         jm = JobManager(w.engine)
-        settings = jm.settings()
-        settings.values["runner_lost_after"] = -1.0  # to this reaper, every runner looks lost
+        settings = jm.settings().replace(runner_lost_after=-1.0)  # to this reaper, every runner looks lost
         reaped: list[int] = []  # (a reaper skips a runner row locked by its heartbeat: again)
-        wait_for(lambda: reaped.extend(outcome.reap(jm, settings)) or reaped, 10, "the reaping")
+        wait_for(lambda: reaped.extend(reap(jm, settings)) or reaped, 10, "the reaping")
         assert reaped == [t]
         assert w.status(t) == m.TASK_ERROR and "Runner lost" in w.log_text(t)
         wait_for(lambda: not procs_with(f"sleep {secs}"), 15, "the lost task's playbook to stop")

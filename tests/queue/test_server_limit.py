@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from aegir_ansible.db import models as m
-from aegir_ansible.queue.jobs import JobManager, _Claim
+from aegir_ansible.queue.claim import Claim
+from aegir_ansible.queue.manager import JobManager
 
 from .conftest import World, configure, spawn_runner, wait_for
 from .test_mariadb import mysql_url  # noqa: F401 — the fixture
@@ -36,7 +37,7 @@ def test_a_claim_committed_meanwhile_counts_against_the_limit(mysql_url):  # noq
     page = jm_b._read_heads((), None, time.time(), 16)
     jm_b.ensure_server_rows({s for _n, s in page.heads})
     with jm_b._conn() as conn, conn.begin():
-        claim = _Claim(conn, b, 4, settings, time.time(), page)
+        claim = Claim(conn, b, 4, settings, time.time(), page)
         runs_a = jm_a.claim(a, 4, settings)
         assert [t.nid for r in runs_a for t in r.tasks] == [t1]
         claim.choose(jm_b.scan_limit)

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import update
 
 from aegir_ansible.db import models as m
-from aegir_ansible.queue.jobs import JobManager
-from aegir_ansible.queue.tables import ServerHealth
+from aegir_ansible.db.queue_tables import ServerHealth
+from aegir_ansible.queue.manager import JobManager
 
 from .conftest import ThreadWorker, configure, run_once, wait_for
 

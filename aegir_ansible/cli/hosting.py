@@ -1,145 +1,24 @@
-"""The `aegir` command: the frontend side for standalone use, the inventory, the queue.
-
-Bad input is reported as one line on stderr with exit status 2, and the database is left
-unchanged (every command writes in one transaction that a refusal rolls back).
-"""
+"""`aegir db|server|platform|site|task ...`, `aegir inventory`, `aegir drush-aliases`: the
+frontend side for standalone use, and what the database gives Ansible."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from . import queries
-from .db import init_schema, make_engine, make_sessionmaker, resolve_url
-from .db.schema import has_aegir_schema
-from .frontend import DB_TYPES, HTTP_TYPES, Frontend
-from .validation import InputError
+from aegir_ansible import defaults, queries
+from aegir_ansible.db import init_schema, resolve_url, safe_url
+from aegir_ansible.db import models as m
+from aegir_ansible.frontend import DB_TYPES, HTTP_TYPES, Frontend
+from aegir_ansible.inventory import build_inventory, script_output, unsafe
+from aegir_ansible.inventory import graph as graph_of
+from aegir_ansible.validation import InputError
 
-
-class Ctx:
-    """Per-invocation state: the database URL and a lazily made engine."""
-
-    def __init__(self):
-        self.url: str | None = None
-        self._engine = None
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            self._engine = make_engine(self.url)
-        return self._engine
-
-    def session(self):
-        return make_sessionmaker(self.engine)()
-
-    def require_schema(self):
-        if not has_aegir_schema(self.engine):
-            raise InputError(
-                f"the database {safe_url(resolve_url(self.url))} has no Aegir tables: "
-                "run 'aegir db init' first"
-            )
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 — a malformed URL is shown as given, minus nothing
-        return "<invalid URL>"
-
-
-def fail(message: str) -> None:
-    click.echo(f"aegir: error: {message}", err=True)
-    sys.exit(2)
-
-
-def db_option(f):
-    """`--db URL` on every command (else AEGIR_DB_URL, else the embedded SQLite file)."""
-
-    @click.option("--db", "db_url", metavar="URL", default=None, expose_value=True,
-                  help="SQLAlchemy URL of the Aegir database (default: $AEGIR_DB_URL, "
-                       "else the embedded SQLite file).")
-    @click.pass_context
-    @functools.wraps(f)
-    def wrapper(ctx, db_url, *args, **kwargs):
-        obj = ctx.ensure_object(Ctx)
-        if db_url:
-            obj.url = db_url
-        try:
-            return ctx.invoke(f, *args, **kwargs)
-        except InputError as exc:
-            fail(str(exc))
-        except SQLAlchemyError as exc:
-            msg = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-            fail(f"database error on {safe_url(resolve_url(obj.url))}: {msg}")
-
-    return wrapper
-
-
-def obj() -> Ctx:
-    return click.get_current_context().find_object(Ctx)
-
-
-def write(fn):
-    """Run fn(frontend) in one transaction; InputError rolls everything back."""
-    c = obj()
-    c.require_schema()
-    with c.session() as session:
-        with session.begin():
-            return fn(Frontend(session))
-
-
-def read(fn):
-    c = obj()
-    c.require_schema()
-    with c.session() as session:
-        return fn(session)
-
-
-def print_rows(rows: list[dict], as_json: bool, columns: list[str] | None = None) -> None:
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        click.echo("(none)")
-        return
-    columns = columns or list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
-    for r in rows:
-        click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
-
-
-def print_record(record: dict, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
-        return
-    width = max(len(k) for k in record)
-    for k, v in record.items():
-        if isinstance(v, (list, dict)):
-            v = json.dumps(v)
-        click.echo(f"{k.ljust(width)}  {v}")
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_url", metavar="URL", default=None,
-              help="SQLAlchemy URL of the Aegir database (default: $AEGIR_DB_URL, else the "
-                   "embedded SQLite file).")
-@click.pass_context
-def main(ctx, db_url):
-    """aegir-ansible: an Ansible backend for the Aegir hosting system."""
-    ctx.ensure_object(Ctx).url = db_url
+from .grants import grants_command
+from .base import db_option, json_option, main, obj, print_record, print_rows, read, write
 
 
 # -- db ---------------------------------------------------------------------------------
@@ -161,6 +40,9 @@ def db_init():
                    f"{', '.join(result['created']) or 'none (already there)'}")
     else:
         click.echo(f"{where}: created {len(result['created'])} tables")
+
+
+db.add_command(grants_command)  # `aegir db grants --user U --host H`
 
 
 # -- servers ----------------------------------------------------------------------------
@@ -186,10 +68,10 @@ def _json_list(value, what):
 @click.argument("hostname")
 @click.option("--name", help="Context name (default: server_ + hostname without dots).")
 @click.option("--http", type=click.Choice(HTTP_TYPES), help="Web server type.")
-@click.option("--http-port", type=int, default=80, show_default=True)
+@click.option("--http-port", type=int, default=defaults.HTTP_PORT, show_default=True)
 @click.option("--db-service", "db_service", type=click.Choice(DB_TYPES),
               help="Database service type.")
-@click.option("--db-port", type=int, default=3306, show_default=True)
+@click.option("--db-port", type=int, default=defaults.DB_PORT, show_default=True)
 @click.option("--db-user", default="", help="Admin user of the database service.")
 @click.option("--db-password-file", type=click.Path(dir_okay=False),
               help="File holding the db admin password (else $AEGIR_DB_ADMIN_PASSWORD). "
@@ -197,18 +79,19 @@ def _json_list(value, what):
 @click.option("--ip", "ips", multiple=True, help="IP address (repeat for several).")
 @click.option("--local", is_flag=True, help="This machine: ansible_connection=local.")
 @click.option("--address", help="Address to connect to (default: first IP, else hostname).")
-@click.option("--ssh-user", default="aegir", show_default=True)
-@click.option("--ssh-port", type=int, default=22, show_default=True)
+@click.option("--ssh-user", default=defaults.SSH_USER, show_default=True)
+@click.option("--ssh-port", type=int, default=defaults.SSH_PORT, show_default=True)
 @click.option("--ssh-key", help="Private key file for SSH.")
-@click.option("--python", "python_interpreter", default="/usr/bin/python3", show_default=True)
-@click.option("--aegir-root", default="/var/aegir", show_default=True)
-@click.option("--script-user", default="aegir", show_default=True)
-@click.option("--web-group", default="www-data", show_default=True)
-@click.option("--listen-address", default="*", show_default=True,
+@click.option("--python", "python_interpreter", default=defaults.PYTHON_INTERPRETER,
+              show_default=True)
+@click.option("--aegir-root", default=defaults.AEGIR_ROOT, show_default=True)
+@click.option("--script-user", default=defaults.SCRIPT_USER, show_default=True)
+@click.option("--web-group", default=defaults.WEB_GROUP, show_default=True)
+@click.option("--listen-address", default=defaults.HTTP_LISTEN_ADDRESS, show_default=True,
               help="Address vhosts listen on.")
 @click.option("--http-test-cmd", help="JSON argv list that checks the web server config.")
 @click.option("--http-reload-cmd", help="JSON argv list that reloads the web server.")
-@click.option("--php-fastcgi", default="unix:/run/php/php-fpm.sock", show_default=True)
+@click.option("--php-fastcgi", default=defaults.PHP_FASTCGI, show_default=True)
 @click.option("--db-grant-host", help="Host the db servers see this web server as.")
 @click.option("--db-host", help="Where this server's db service listens (default: its address).")
 @click.option("--no-verify", is_flag=True, help="Do not queue a verify task.")
@@ -248,8 +131,6 @@ def server_list(as_json):
 
 
 def _show(name: str, as_json: bool, keep=lambda k: True):
-    from .inventory import build_inventory
-
     def show(session):
         ctx = Frontend(session).find(name)
         inv = build_inventory(session)
@@ -323,12 +204,12 @@ def site():
 @click.argument("uri")
 @click.option("--platform", "platform_name", required=True, help="Platform (context name).")
 @click.option("--db-server", help="Database server (default: the first one).")
-@click.option("--profile", default="standard", show_default=True)
-@click.option("--language", default="en", show_default=True)
+@click.option("--profile", default=defaults.SITE_PROFILE, show_default=True)
+@click.option("--language", default=defaults.SITE_LANGUAGE, show_default=True)
 @click.option("--alias", "aliases", multiple=True, help="Alias host name (repeat).")
 @click.option("--redirection", help="Redirect every alias to this host name (uri or an alias).")
 @click.option("--client", help="Client machine name.")
-@click.option("--cron-interval", type=int, default=3600, show_default=True,
+@click.option("--cron-interval", type=int, default=defaults.CRON_INTERVAL, show_default=True,
               help="Seconds between cron runs; 0 turns cron off.")
 @click.option("--no-install", is_flag=True, help="Do not queue an install task.")
 @db_option
@@ -389,7 +270,10 @@ def task_add(task_type, target, arg_pairs):
     click.echo(f"task {nid} queued")
 
 
-_STATUS_CHOICES = {"queued": 0, "processing": -1, "success": 1, "error": 2, "warning": 3}
+# In the order the option's help has always listed them.
+_STATUS_CHOICES = {s.label: s for s in (m.TaskStatus.QUEUED, m.TaskStatus.PROCESSING,
+                                        m.TaskStatus.SUCCESS, m.TaskStatus.ERROR,
+                                        m.TaskStatus.WARNING)}
 
 
 @task.command("list")
@@ -412,8 +296,6 @@ def task_show(nid, as_json):
     """Show a task, its arguments and its log."""
 
     def show(session):
-        from .db import models as m
-
         row = session.get(m.Node, nid)
         if row is None or row.type != "task":
             raise InputError(f"no task {nid}")
@@ -422,7 +304,7 @@ def task_show(nid, as_json):
         return {
             "nid": nid, "title": row.title, "type": t.task_type,
             "target": ctx.name if ctx else f"#{t.rid}",
-            "status": m.TASK_STATUS_NAMES.get(t.task_status, str(t.task_status)),
+            "status": m.TaskStatus.label_of(t.task_status),
             "executed": t.executed, "delta": t.delta,
             "arguments": queries.task_arguments(session, nid),
             "log": [f"[{line['type']}] {line['message']}" for line in queries.task_log(session, nid)],
@@ -448,10 +330,6 @@ def task_show(nid, as_json):
 @db_option
 def inventory_cmd(list_, host, graph):
     """The Ansible inventory built from the database."""
-    from .inventory import build_inventory
-    from .inventory import graph as graph_of
-    from .inventory import script_output, unsafe
-
     inv = read(build_inventory)
     if host:
         if host not in inv.hosts:
@@ -469,23 +347,9 @@ def inventory_cmd(list_, host, graph):
 @db_option
 def drush_aliases_cmd(out_dir):
     """Write Drush site aliases (YAML) for every live site, generated from the database."""
-    from .drush_aliases import write_aliases
-    from .inventory import build_inventory
+    from aegir_ansible.drush_aliases import write_aliases
 
     inv = read(build_inventory)
     out = Path(out_dir) if out_dir else Path.home() / ".drush" / "sites" / "aegir"
     written = write_aliases(inv, out)
     click.echo(f"{len(written)} alias files in {out}")
-
-
-def _register_queue_commands():
-    from .queue import cli as queue_cli
-
-    queue_cli.register(main, task, db_option)
-
-
-_register_queue_commands()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,10 +1,10 @@
-"""Queue bookkeeping tables (owned by the queue runner).
+"""The queue's bookkeeping tables (owned by the queue runner).
 
 Everything the dispatcher needs besides Aegir's own `hosting_task*` tables lives here, in
 `aegir_ansible_*` tables created by `aegir db init`:
 
 - `aegir_ansible_queue_setting`: global settings (name -> value), editable by the frontend;
-  a missing row means the documented default in `SETTINGS`.
+  a missing row means the documented default (`aegir_ansible.queue.settings`).
 - `aegir_ansible_queue_server`: one row per server queue (server nid): paused flag and an
   optional concurrency override. Rows are created on demand; its rows are also what a
   claim locks (FOR UPDATE SKIP LOCKED) to serialise claims on one server.
@@ -18,17 +18,15 @@ Everything the dispatcher needs besides Aegir's own `hosting_task*` tables lives
   before which its queue is not claimed (back-off).
 
 The task -> server relation is never stored: it is computed from the frontend tables
-(`jobs.target_query`) every time.
+(`aegir_ansible.queue.sql.target_query`) every time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import Double, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from aegir_ansible.db.backend import BackendBase
+from .backend import BackendBase
 
 
 class QueueSetting(BackendBase):
@@ -91,64 +89,3 @@ class ServerHealth(BackendBase):
     # Its queue is not claimed before this unix time.
     backoff_until: Mapped[float] = mapped_column(Double, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    type: type
-    default: object
-    help: str
-
-
-SETTINGS: dict[str, Setting] = {s.name: s for s in [
-    Setting("enabled", bool, True,
-            "Runners claim tasks only while this is on (off = whole queue paused)."),
-    Setting("concurrency", int, 0,
-            "Most tasks running at once over all runners and servers (0 = no global limit)."),
-    Setting("server_concurrency", int, 1,
-            "Most runs at once on one server, unless its queue row overrides it."),
-    Setting("poll_interval", float, 1.0,
-            "Seconds between polls for new tasks and cancel requests."),
-    Setting("task_timeout", int, 3600,
-            "Seconds a run may take before it is killed and its tasks fail (0 = none)."),
-    Setting("heartbeat_interval", float, 10.0, "Seconds between a runner's heartbeats."),
-    Setting("runner_lost_after", float, 60.0,
-            "A runner whose heartbeat is older than this is lost: its tasks fail."),
-    Setting("retry_max_attempts", int, 3,
-            "Runs of a task type declared safe to repeat before a failure is final."),
-    Setting("retry_backoff", float, 30.0,
-            "Seconds before the first retry; doubled on each further attempt."),
-    Setting("batch_size", int, 1000,
-            "Most tasks of a batchable type (verify) on one server run as one playbook."),
-    Setting("shutdown_grace", float, 60.0,
-            "On SIGTERM, seconds running tasks get to finish before they are cancelled."),
-    Setting("kill_grace", float, 5.0,
-            "Seconds between SIGTERM to ansible-playbook and SIGKILL of its processes."),
-    Setting("connect_timeout", int, 10,
-            "Seconds ansible waits for a server's SSH connection (and its banner)."),
-    Setting("unreachable_backoff", float, 30.0,
-            "Seconds a server found unreachable is not claimed; doubled per further failure."),
-    Setting("unreachable_backoff_max", float, 600.0,
-            "Longest back-off of an unreachable server."),
-]}
-
-
-def parse_setting(name: str, raw) -> object:
-    spec = SETTINGS[name]
-    if spec.type is bool:
-        if isinstance(raw, bool):
-            return raw
-        value = str(raw).strip().lower()
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off", ""):
-            return False
-        raise ValueError(f"{name} must be true or false, not {raw!r}")
-    try:
-        value = spec.type(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a {spec.type.__name__}, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return value

@@ -16,8 +16,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from .engine import ENV_VAR, make_engine
-from .grants import grants_script
+from aegir_ansible.db.engine import ENV_VAR, make_engine
+from aegir_ansible.db.grants import grants_script
 
 
 def _fail(message: str) -> None:

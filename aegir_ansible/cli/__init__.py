@@ -1,0 +1,13 @@
+"""The `aegir` command (entry point `aegir = aegir_ansible.cli:main`): on top of the package;
+nothing in the package imports it.
+
+- base.py: the `aegir` group, `--db`, the per-invocation context, error reporting, output;
+- hosting.py: `db` (grants.py: `db grants`), `server`, `platform`, `site`, `task` (add, list, show), `inventory`,
+  `drush-aliases`;
+- queue.py: `queue run|status|settings` and `task cancel|log|defer`.
+"""
+
+from . import hosting, queue  # noqa: F401 — they attach their commands to `main`
+from .base import main
+
+__all__ = ["main"]

@@ -1,0 +1,5 @@
+"""`python -m aegir_ansible.cli`, as the `aegir` command."""
+
+from . import main
+
+main()
