@@ -16,10 +16,10 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_https as https
 from ansible_collections.aegir.hosting.plugins.plugin_utils import aegir_sites as sites
 
 common = sites.common
-https = sites.https
 plain = sites.plain
 
 

@@ -36,10 +36,10 @@ from ansible.plugins.action import ActionBase
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_https as https
 from ansible_collections.aegir.hosting.plugins.plugin_utils import aegir_sites as sites
 
 common = sites.common
-https = sites.https
 plain = sites.plain
 Vars = sites.Vars
 

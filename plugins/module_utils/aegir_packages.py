@@ -216,7 +216,7 @@ def find_profiles(root: str, version: str, major: int) -> dict:
     for rel in dirs:
         base = os.path.join(root, rel)
         if major >= 8:
-            candidates = [(n, f) for n, f in _walk(base, ".info.yml")]
+            candidates = list(_walk(base, ".info.yml"))
         else:
             candidates = [(n, f[: -len(".profile")] + ".info") for n, f in _walk(base, ".profile")]
         for name, filename in candidates:

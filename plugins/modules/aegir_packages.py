@@ -34,12 +34,19 @@ options:
     type: list
     elements: dict
     default: []
+author:
+  - aegir-ansible contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
     details: It changes nothing, so there is never a diff to show.
+  platform:
+    support: full
+    platforms: posix
 """
 
 EXAMPLES = r"""

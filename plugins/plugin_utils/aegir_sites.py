@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from ansible_collections.aegir.hosting.plugins.module_utils import aegir_https as https
 from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common as common
 
 # The one place the roles take the web servers' default commands from (argv lists): the
