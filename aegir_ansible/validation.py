@@ -12,7 +12,7 @@ class InputError(ValueError):
 
 # The limits the managed side checks again (plugins/module_utils/aegir_site_common.py, which
 # the modules ship to the servers and cannot import this package): a value accepted here
-# must pass there, or every run on it fails. tests/foundation/test_validation_limits.py
+# must pass there, or every run on it fails. tests/unit/test_validation_limits.py
 # holds the two sides equal.
 HOSTNAME_MAX = 253
 LABEL_MAX = 63

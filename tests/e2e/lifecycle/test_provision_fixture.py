@@ -33,7 +33,7 @@ def _php_json(inst, path: str, expr: str):
 def _scanner():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "aegir_packages.py"
+    path = Path(__file__).resolve().parents[3] / "plugins" / "module_utils" / "aegir_packages.py"
     spec = importlib.util.spec_from_file_location("aegir_packages_utils", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

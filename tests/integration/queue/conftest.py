@@ -1,5 +1,5 @@
 """Helpers for the queue tests: a local-connection world, a worker in a thread or a
-subprocess, the queue's own small test playbooks (tests/queue/playbooks)."""
+subprocess, the queue's own small test playbooks (tests/integration/queue/playbooks)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from aegir_ansible.queue import admin
 from aegir_ansible.queue.worker import Worker
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 FAST = {"poll_interval": "0.2", "heartbeat_interval": "0.5", "runner_lost_after": "3",
         "retry_backoff": "1", "kill_grace": "3", "shutdown_grace": "30"}

@@ -18,7 +18,7 @@ from .helpers import Unsafe
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 KEYS = ("nginx", "apache")
 
 

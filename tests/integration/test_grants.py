@@ -25,10 +25,10 @@ from aegir_ansible.db import models as m
 from aegir_ansible.db.grants import FRONTEND_WRITES, backend_tables, grant_statements
 from aegir_ansible.cli.grants import grants_command
 from aegir_ansible.tasks import playbook_name
-from tests.queue.conftest import PLAYBOOKS, World, configure, run_once
+from tests.integration.queue.conftest import PLAYBOOKS, World, configure, run_once
 
 REPO = Path(__file__).resolve().parents[2]
-DDL = (REPO / "tests" / "foundation" / "hostmaster_schema.sql").read_text()
+DDL = (REPO / "tests" / "integration" / "hostmaster_schema.sql").read_text()
 # hosting_package_languages is part of hostmaster's schema (hosting_package.install) but not
 # of the trimmed copy above; a Drupal site also has tables the backend must not read.
 EXTRA_DDL = [

@@ -2,7 +2,7 @@
 login-reset) on the harness' real servers.
 
 - `lc_env` (module): a static inventory of both servers with a platform on each (the roles'
-  way, tests.roles.helpers.Env), servers and platforms verified.
+  way, tests.e2e.roles.helpers.Env), servers and platforms verified.
 - `lc_frontend` (module): a SQLite Aegir database whose servers are the harness servers
   (registered as `aegir server add` would, ssh as root with the harness key), a platform on
   each, both verified through the queue runner; `run_queue()` drains the queue with the real
@@ -23,7 +23,7 @@ from aegir_ansible.db import models as m
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.queue import admin
 from aegir_ansible.queue.worker import Worker
-from tests.roles.helpers import Env, settings_secret  # noqa: F401 (re-exported)
+from tests.e2e.roles.helpers import Env, settings_secret  # noqa: F401 (re-exported)
 
 REAL_PLAYBOOKS = paths.playbooks_dir()
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 BIN_DIR = Path(sys.executable).parent
 MODULE_PATH = REPO_ROOT / "plugins" / "modules" / "aegir_crontab.py"
 TARGET_PYTHON = "/usr/bin/python3"

@@ -112,7 +112,7 @@ def test_module_returns_the_scan(tmp_path, run_playbook):
     playbook.write_text(json.dumps([{
         "hosts": "all", "gather_facts": False,
         "tasks": [
-            {"name": "scan", "aegir_packages": {"root": str(root), "sites": [
+            {"name": "scan", "aegir.hosting.aegir_packages": {"root": str(root), "sites": [
                 {"uri": "example.com", "profile": "standard", "enabled": ["node"]},
                 {"uri": "other.example.com", "profile": "minimal"}]}, "register": "scan"},
             {"name": "save", "delegate_to": "localhost", "check_mode": False, "changed_when": False,

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from aegir_ansible.db import models as m
 from aegir_ansible.queue.manager import JobManager
 from aegir_ansible.queue.reap import reap
-from tests.queue.conftest import spawn_runner, wait_for
+from tests.integration.queue.conftest import spawn_runner, wait_for
 
 from .conftest import REAL_PLAYBOOKS
 

@@ -54,7 +54,7 @@ def test_claims_by_four_processes_never_overlap(mysql_url, tmp_path):
     tasks = _sites(w, 4, 100)
     outs = [tmp_path / f"claimer{i}.txt" for i in range(4)]
     t0 = time.time()
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.queue.claim_stress", mysql_url, str(o)],
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.queue.claim_stress", mysql_url, str(o)],
                               cwd=ROOT) for o in outs]
     assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
     took = time.time() - t0

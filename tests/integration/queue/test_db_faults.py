@@ -1,4 +1,4 @@
-"""Database faults through a proxy in front of MariaDB (tests/queue/dbproxy.py): commits
+"""Database faults through a proxy in front of MariaDB (tests/integration/queue/dbproxy.py): commits
 whose acknowledgement is lost, an outage while a run is prepared, a hanging database, a
 database down at start-up, writes the database refuses for good, `--once` over a slow link."""
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from .ansible import REPO_ROOT, parse_recap
-from .procs import exe, listeners, port_open
+from tests.harness.ansible import REPO_ROOT, parse_recap
+from tests.harness.procs import exe, listeners, port_open
 
 pytestmark = pytest.mark.e2e
 
