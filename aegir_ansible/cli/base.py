@@ -14,6 +14,7 @@ import sys
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from aegir_ansible import __version__
 from aegir_ansible.db import make_engine, make_sessionmaker, resolve_url, safe_url
 from aegir_ansible.db.schema import has_aegir_schema
 from aegir_ansible.frontend import Frontend
@@ -121,6 +122,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="aegir", message="%(prog)s %(version)s")
 @click.option("--db", "db_url", metavar="URL", default=None,
               help="SQLAlchemy URL of the Aegir database (default: $AEGIR_DB_URL, else the "
                    "embedded SQLite file).")
