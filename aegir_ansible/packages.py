@@ -62,7 +62,7 @@ def _php_groups(match: re.Match) -> dict[str, str]:
 
 
 def _php_int(value: str) -> int:
-    digits = re.match(r"\d*", value).group(0)
+    digits = re.match(r"\d*", value).group(0)  # type: ignore[union-attr]  # \d* always matches
     return int(digits) if digits else 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import typing
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -67,14 +68,15 @@ def db_option(f):
         except InputError as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
-            msg = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            msg = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             fail(f"database error on {safe_url(resolve_url(obj.url))}: {msg}")
 
     return wrapper
 
 
 def obj() -> Ctx:
-    return click.get_current_context().find_object(Ctx)
+    # main() ensures the object before any subcommand runs.
+    return typing.cast(Ctx, click.get_current_context().find_object(Ctx))
 
 
 def write(fn):
