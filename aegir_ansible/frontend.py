@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .db import models as m
 from . import defaults
+from .db import models as m
 from .db.backend import ServerSettings, SiteSettings
 from .tasks import TASK_TYPES
 from .validation import (

@@ -22,9 +22,8 @@ from typing import NamedTuple
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Bundle, Session
 
-from . import https_vars
+from . import defaults, https_vars
 from .db import models as m
-from . import defaults
 from .db.backend import ServerSettings, SiteDatabase, SiteHostName, SiteSettings
 from .queries import SiteClaims, is_reserved_db_name, isolation_conflicts
 from .validation import InputError, check_context_name, check_host_address
@@ -516,7 +515,7 @@ class _LimitedSiteContext:
             def where(model):
                 return or_(*(model.db_server == server if part is None else
                              and_(model.db_server == server, model.db_name.in_(part))
-                             for server, part in group))
+                             for server, part in group))  # noqa: B023 (called in this iteration)
 
             rows = [(vid, (server, name)) for vid, server, name in self.session.execute(
                 select(m.HostingSite.vid, m.HostingSite.db_server, m.HostingSite.db_name)

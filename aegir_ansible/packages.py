@@ -62,7 +62,7 @@ def _php_groups(match: re.Match) -> dict[str, str]:
 
 
 def _php_int(value: str) -> int:
-    digits = re.match(r"\d*", value).group(0)
+    digits = re.match(r"\d*", value).group(0)  # type: ignore[union-attr]  # \d* always matches
     return int(digits) if digits else 0
 
 
@@ -72,7 +72,7 @@ def version_code(version: str) -> int:
     if not match:
         return 0
     g = {**_DEFAULTS, **_php_groups(match)}
-    text = "%d%02d%02d%02d%02d%02d" % (
+    text = "{:d}{:02d}{:02d}{:02d}{:02d}{:02d}".format(
         _php_int(g["platform_major"]), _php_int(g["platform_minor"]), _php_int(g["package_major"]),
         _php_int(g["package_minor"]), _RELEASE_TYPES.get(g["package_version_type"], 0),
         _php_int(g["package_patch_level"]))

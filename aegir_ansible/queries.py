@@ -241,7 +241,7 @@ DB_TASKS = frozenset({"install", "verify", "backup", "restore", "delete", "clone
 
 def isolation_refusal(task_type: str, site_vars: dict) -> str | None:
     """Why a task may not run on a site (its inventory variables), or None."""
-    why = []
+    why: list[str] = []
     if task_type in NAME_TASKS:
         why += site_vars.get("aegir_site_conflicts") or []
     if task_type in DB_TASKS:

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from aegir_ansible.inventory import build_inventory, run_limit, script_output
-from aegir_ansible.queue import execution, outcome, prepare as prepare_mod
+from aegir_ansible.queue import execution, outcome
+from aegir_ansible.queue import prepare as prepare_mod
 from aegir_ansible.queue.events import LogWriter
 from aegir_ansible.queue.manager import JobManager
 

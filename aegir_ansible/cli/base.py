@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import typing
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from aegir_ansible import __version__
 from aegir_ansible.db import make_engine, make_sessionmaker, resolve_url, safe_url
 from aegir_ansible.db.schema import has_aegir_schema
 from aegir_ansible.frontend import Frontend
@@ -66,14 +68,15 @@ def db_option(f):
         except InputError as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
-            msg = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            msg = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             fail(f"database error on {safe_url(resolve_url(obj.url))}: {msg}")
 
     return wrapper
 
 
 def obj() -> Ctx:
-    return click.get_current_context().find_object(Ctx)
+    # main() ensures the object before any subcommand runs.
+    return typing.cast(Ctx, click.get_current_context().find_object(Ctx))
 
 
 def write(fn):
@@ -121,6 +124,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="aegir", message="%(prog)s %(version)s")
 @click.option("--db", "db_url", metavar="URL", default=None,
               help="SQLAlchemy URL of the Aegir database (default: $AEGIR_DB_URL, else the "
                    "embedded SQLite file).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import click
 from sqlalchemy import inspect
@@ -20,7 +21,7 @@ from aegir_ansible.db.engine import ENV_VAR, make_engine
 from aegir_ansible.db.grants import grants_script
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"aegir: error: {message}", err=True)
     sys.exit(2)
 

@@ -17,9 +17,8 @@ from aegir_ansible.inventory import build_inventory, script_output, unsafe
 from aegir_ansible.inventory import graph as graph_of
 from aegir_ansible.validation import InputError
 
-from .grants import grants_command
 from .base import db_option, json_option, main, obj, print_record, print_rows, read, write
-
+from .grants import grants_command
 
 # -- db ---------------------------------------------------------------------------------
 

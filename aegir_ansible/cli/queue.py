@@ -13,8 +13,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from aegir_ansible import logs, queries
 from aegir_ansible.db.models import TaskStatus
 from aegir_ansible.queue import exporter
-from aegir_ansible.queue.admin import (cancel, defer, get_settings, set_server, set_setting,
-                                       status, task_status)
+from aegir_ansible.queue.admin import (
+    cancel,
+    defer,
+    get_settings,
+    set_server,
+    set_setting,
+    status,
+    task_status,
+)
 from aegir_ansible.queue.database import QueueError
 from aegir_ansible.queue.worker import Worker, until_reachable
 from aegir_ansible.validation import InputError

@@ -10,10 +10,9 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from aegir_ansible.db import models as m
-from aegir_ansible.validation import InputError
-
 from aegir_ansible.db.models import TaskStatus
 from aegir_ansible.db.queue_tables import QueueRunner, QueueServer, QueueSetting, QueueTask, ServerHealth
+from aegir_ansible.validation import InputError
 
 from .manager import JobManager
 from .revisions import add_log, release

@@ -7,6 +7,7 @@ import logging
 import random
 import re
 import time
+import typing
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -140,7 +141,8 @@ def check_database(engine: Engine) -> str:
     if engine.dialect.name == "sqlite":
         return "SQLite (one machine only: claims are serialised with BEGIN IMMEDIATE)"
     with engine.connect() as conn:
-        version = conn.exec_driver_sql("SELECT VERSION()").scalar()
+        # SELECT VERSION() always returns one string.
+        version = typing.cast(str, conn.exec_driver_sql("SELECT VERSION()").scalar())
     problem = skip_locked_problem(version)
     if problem:
         raise QueueError(problem)

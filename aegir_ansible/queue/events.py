@@ -28,7 +28,6 @@ from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from aegir_ansible.db import models as m
-
 from aegir_ansible.db.queue_tables import LogBatch
 
 from . import metrics

@@ -143,8 +143,8 @@ class JobManager:
                 break
             self.ensure_server_rows({server for _nid, server in cached.heads})
             left = slots - len(claimed)
-            runs, gone = self.tx(lambda conn: self._claim(conn, runner_id, left, settings, now,
-                                                           cached), "claim")
+            runs, gone = self.tx(lambda conn: self._claim(conn, runner_id, left, settings, now,  # noqa: B023 (tx runs it now)
+                                                           cached), "claim")  # noqa: B023
             cached.drop(gone)  # after the commit: a retried transaction sees the whole page
             claimed += runs
             if fresh or len(claimed) >= slots or (runs and not cached.stale(key, now, max_age)):

@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session
 from aegir_ansible.db import models as m
 from aegir_ansible.db.models import TaskStatus
 from aegir_ansible.inventory import build_inventory, run_limit, script_output, unsafe
-from aegir_ansible.tasks import playbook_name
 from aegir_ansible.queries import isolation_refusal
+from aegir_ansible.tasks import playbook_name
 
 from . import process, task_args
 from .types import RunResult

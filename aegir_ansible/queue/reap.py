@@ -21,7 +21,7 @@ from .sql import target_query, task_rows
 def reap(jm: JobManager, settings: Settings, exclude: str | None = None) -> list[int]:
     """Fail the tasks of runners whose heartbeat is stale; re-queue those the retry policy
     allows. Returns the task nids handled."""
-    handled = []
+    handled: list[int] = []
     for runner_id, hostname, heartbeat in jm.lost_runners(settings.runner_lost_after, exclude):
         def fn(conn, runner_id=runner_id, heartbeat=heartbeat, hostname=hostname):
             row = conn.execute(select(QueueRunner.state, QueueRunner.heartbeat)

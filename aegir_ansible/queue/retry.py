@@ -32,6 +32,7 @@ def after_run(task: TaskRow, settings: Settings, now: int, *, succeeded: bool,
     if stop_reason == "cancel" and task.nid in cancelled:
         return None
     attempts = task.attempts or 1
+    not_before: float
     if stop_reason == "shutdown":
         not_before, why = now, "the runner was stopped"
     elif stop_reason == "cancel":

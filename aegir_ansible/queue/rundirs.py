@@ -60,7 +60,7 @@ class RunDir:
         with _base_lock(base, fcntl.LOCK_SH):
             self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
             # O_CLOEXEC: ansible-playbook and its workers must not inherit (and so hold) it.
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         os.chmod(self.path, stat.S_IRWXU)
 

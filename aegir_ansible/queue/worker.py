@@ -258,7 +258,7 @@ class Worker:
                                "on the server is not recorded; fix the database (grants, schema) "
                                "and run the task again.")]
             self._record(lambda tr=tr: self.jm.fail_unrecordable(
-                self.runner_id, tr.task, max(0, int(res.ended - res.started)), lines),
+                self.runner_id, tr.task, max(0, int(res.ended - res.started)), lines),  # noqa: B023 (run now)
                 f"task {nid}", on_permanent=lambda _exc: self._abandoned.add(res.run.run_id))
             metrics.count("outcome_refused")
             failed.add(nid)
