@@ -43,7 +43,7 @@ class DnsServer:
         self._thread = threading.Thread(target=self._serve, name="harness-dns", daemon=True)
         self._stopping = False
 
-    def start(self) -> "DnsServer":
+    def start(self) -> DnsServer:
         self._thread.start()
         return self
 
@@ -106,7 +106,7 @@ class AcmeServer:
         self.log = self.dir / "pebble.log"
         self._proc: subprocess.Popen | None = None
 
-    def start(self) -> "AcmeServer":
+    def start(self) -> AcmeServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         key, cert = self.dir / "wfe-key.pem", self.dir / "wfe-cert.pem"
         procs.run_checked(

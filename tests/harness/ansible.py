@@ -62,12 +62,12 @@ class PlaybookResult:
     def __str__(self) -> str:
         return f"ansible-playbook rc={self.rc}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
 
-    def assert_ok(self) -> "PlaybookResult":
+    def assert_ok(self) -> PlaybookResult:
         """Fail the test with the whole output unless rc is 0 and no host failed."""
         assert self.rc == 0 and self.failed == 0, str(self)
         return self
 
-    def assert_idempotent(self) -> "PlaybookResult":
+    def assert_idempotent(self) -> PlaybookResult:
         """Fail unless the run succeeded with changed=0 on every host."""
         self.assert_ok()
         assert self.changed == 0, "expected changed=0 everywhere\n" + str(self)

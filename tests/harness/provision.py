@@ -129,7 +129,7 @@ def platform_context(name: str) -> str:
 @dataclass
 class PSite:
     uri: str
-    platform: "PPlatform"
+    platform: PPlatform
     aliases: list[str]
     redirection: str | None
     enabled: bool

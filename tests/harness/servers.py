@@ -71,7 +71,7 @@ class Slot:
         self.dir = BASE_DIR / f"slot-{number}"
 
     @classmethod
-    def acquire(cls, timeout: float = 900.0) -> "Slot":
+    def acquire(cls, timeout: float = 900.0) -> Slot:
         """Take the first free slot, waiting (up to timeout) while all are in use."""
         BASE_DIR.mkdir(parents=True, exist_ok=True)
         os.chmod(BASE_DIR, 0o755)
@@ -591,7 +591,7 @@ class ServerSet:
     servers: dict[str, TestServer] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, slot: Slot) -> "ServerSet":
+    def start(cls, slot: Slot) -> ServerSet:
         """Clean the slot, make the session key pair, start the nginx and Apache servers."""
         nginx_addr, apache_addr = slot.address(2), slot.address(3)
         clean_leftovers(slot.dir, [nginx_addr, apache_addr])

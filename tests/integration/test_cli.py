@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from aegir_ansible.cli import main
-from aegir_ansible.db import make_engine, models as m
+from aegir_ansible.db import make_engine
+from aegir_ansible.db import models as m
 from aegir_ansible.db.backend import BackendBase
 from aegir_ansible.db.models import AegirBase
 

@@ -20,10 +20,10 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from aegir_ansible.cli import main
+from aegir_ansible.cli.grants import grants_command
 from aegir_ansible.db import make_engine
 from aegir_ansible.db import models as m
 from aegir_ansible.db.grants import FRONTEND_WRITES, backend_tables, grant_statements
-from aegir_ansible.cli.grants import grants_command
 from aegir_ansible.tasks import playbook_name
 from tests.integration.queue.conftest import PLAYBOOKS, World, configure, run_once
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from aegir_ansible.db import make_engine, make_sessionmaker, models as m
+from aegir_ansible.db import make_engine, make_sessionmaker
+from aegir_ansible.db import models as m
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.inventory import build_inventory
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, update
 
-from aegir_ansible.db import make_engine, make_sessionmaker, models as m
+from aegir_ansible.db import make_engine, make_sessionmaker
+from aegir_ansible.db import models as m
 from aegir_ansible.db.backend import SiteDatabase, SiteHostName
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.inventory import _db_names, build_inventory, run_limit

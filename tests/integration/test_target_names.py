@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from aegir_ansible.db import make_engine, make_sessionmaker, models as m
+from aegir_ansible.db import make_engine, make_sessionmaker
+from aegir_ansible.db import models as m
 from aegir_ansible.db.backend import ServerSettings
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.inventory import build_inventory

@@ -9,7 +9,8 @@ import pymysql
 import pytest
 from sqlalchemy import update
 
-from aegir_ansible.db import make_engine, make_sessionmaker, models as m
+from aegir_ansible.db import make_engine, make_sessionmaker
+from aegir_ansible.db import models as m
 from aegir_ansible.db.backend import SiteDatabase
 from aegir_ansible.frontend import Frontend
 from aegir_ansible.inventory import build_inventory
@@ -18,7 +19,6 @@ from aegir_ansible.queries import isolation_refusal
 from .conftest import DB_HOST, DB_PORT
 from .helpers import run_role
 from .test_aegir_db import db_exists, site_vars, user_hosts
-
 
 # As Aegir's inventory gives a site the backend has recorded no database for.
 NOT_RECORDED = {"aegir_site_db_record": {}}

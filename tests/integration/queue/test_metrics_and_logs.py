@@ -154,9 +154,8 @@ def test_counters_count_this_runners_events(world, tmp_path):
 def test_claim_errors_and_health_follow_the_database(mysql_server_url, tmp_path):
     """Through a proxy that stops the database: claims fail (counted), /healthz says 503,
     and 200 again once the database is back."""
-    from tests.conftest import new_database_url
-
     from aegir_ansible.db import init_schema, make_engine
+    from tests.conftest import new_database_url
 
     from .conftest import configure
     from .dbproxy import DBProxy

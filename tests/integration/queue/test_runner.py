@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from aegir_ansible.cli import main
 from aegir_ansible.db import models as m
-from aegir_ansible.queue import admin
 from aegir_ansible.db.queue_tables import QueueTask
+from aegir_ansible.queue import admin
 
 from .conftest import configure, run_once
 
