@@ -123,13 +123,6 @@ def check_listen_address(value):
     return value
 
 
-def is_within(path, root):
-    """True if normalised path is root itself or below it."""
-    path = os.path.normpath(path)
-    root = os.path.normpath(root)
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def php_string(value):
     """Return value as a PHP single-quoted string literal (only \\ and ' need escaping)."""
     if value is None:
