@@ -5,31 +5,22 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_rules as rules
+
 
 class InputError(ValueError):
     """Bad input from a user: reported as one line, exit status 2, nothing written."""
 
 
-# The limits the managed side checks again (plugins/module_utils/aegir_site_common.py, which
-# the modules ship to the servers and cannot import this package): a value accepted here
-# must pass there, or every run on it fails. tests/unit/test_validation_limits.py
-# holds the two sides equal.
-HOSTNAME_MAX = 253
-LABEL_MAX = 63
-PROFILE_MAX = 64
-PORT_MAX = 65535
+# The rules the modules apply again on the servers live in the collection
+# (plugins/module_utils/aegir_rules.py, shipped with this package): one source, so a value
+# accepted here passes there.
+HOSTNAME_MAX = rules.HOSTNAME_MAX
+LABEL_MAX = rules.LABEL_MAX
+PROFILE_MAX = rules.PROFILE_MAX
+PORT_MAX = rules.PORT_MAX
 
-_LABEL = re.compile(rf"^(?!-)[a-z0-9-]{{1,{LABEL_MAX}}}(?<!-)$")
 _CONTEXT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,234}$")
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@+-]*$")
-_PROFILE = re.compile(rf"^[a-z][a-z0-9_]{{0,{PROFILE_MAX - 1}}}$")
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
-_FASTCGI = re.compile(
-    r"^(?:unix:/[A-Za-z0-9._+@/-]+|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}"
-    r"|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5})$"
-)
-_LISTEN_ADDRESS = re.compile(
-    r"^(?:\*|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$")
 
 
 def normalize_hostname(value: str, what: str = "uri") -> str:
@@ -49,8 +40,7 @@ def normalize_hostname(value: str, what: str = "uri") -> str:
         raise InputError(f"{what} {value!r} is not a valid host name ({exc})") from None
     if len(ascii_name) > HOSTNAME_MAX:
         raise InputError(f"{what} {value!r} is longer than {HOSTNAME_MAX} characters")
-    labels = ascii_name.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if not rules.is_hostname(ascii_name):
         raise InputError(
             f"{what} {value!r} is not a valid host name "
             "(labels of letters, digits and hyphens, separated by dots)"
@@ -104,14 +94,13 @@ def check_host_address(value: str, what: str = "address") -> str:
 def check_abs_path(value: str, what: str = "path") -> str:
     """An absolute path below / without '.' or '..' components or characters that have a
     meaning to a shell (the managed side's check_path)."""
-    parts = (value or "").split("/")
-    if not value or not _SAFE_PATH.match(value) or "." in parts or ".." in parts:
+    if value and not value.strip("/"):
+        raise InputError(f"{what} must not be /")
+    if not rules.is_safe_path(value):
         raise InputError(
             f"{what} {value!r} must be an absolute path of letters, digits and ./_-@+ "
             "without '.' or '..' components"
         )
-    if not value.strip("/"):
-        raise InputError(f"{what} must not be /")
     return value.rstrip("/")
 
 
@@ -122,32 +111,32 @@ def check_unix_name(value: str, what: str) -> str:
 
 
 def check_profile(value: str) -> str:
-    if not _PROFILE.match(value or ""):
+    if not rules.is_profile(value):
         raise InputError(f"install profile {value!r} is not a valid machine name "
                          f"([a-z][a-z0-9_]*, at most {PROFILE_MAX} characters)")
     return value
 
 
 def check_language(value: str) -> str:
-    if not _LANGUAGE.match((value or "").lower()):
+    if not rules.is_language((value or "").lower()):
         raise InputError(f"language {value!r} is not a language code")
     return value.lower()
 
 
 def check_port(value: int, what: str = "port") -> int:
-    if not 0 < int(value) <= PORT_MAX:
+    if not rules.is_port(value):
         raise InputError(f"{what} {value} is out of range")
     return int(value)
 
 
 def check_fastcgi(value: str) -> str:
     """Where PHP-FPM listens, as the vhosts name it: unix:/path, host:port or [v6]:port."""
-    if not _FASTCGI.match(value or ""):
+    if not rules.is_fastcgi(value):
         raise InputError(f"PHP FastCGI address {value!r} must be unix:/path or host:port")
     return value
 
 
 def check_listen_address(value: str) -> str:
-    if not _LISTEN_ADDRESS.match(value or ""):
+    if not rules.is_listen_address(value):
         raise InputError(f"listen address {value!r} must be '*', an IP address or a host name")
     return value

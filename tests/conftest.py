@@ -1,13 +1,12 @@
 """Shared fixtures: a fresh Aegir database per test, on SQLite and on MariaDB.
 
-MariaDB is the machine's server on 127.0.0.1:3306 (root, empty password), or
-AEGIR_TEST_MYSQL_URL (a server URL without database). Each test gets its own database,
+MariaDB is the one of tests/harness/db.py (the machine's server on 127.0.0.1:3306, root with an
+empty password, or AEGIR_TEST_MYSQL_URL). Each test gets its own database,
 dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -15,30 +14,15 @@ from sqlalchemy import create_engine, text
 
 from aegir_ansible.db import init_schema, make_engine, make_sessionmaker
 from aegir_ansible.frontend import Frontend
+from tests.harness import db as harness_db
 
 pytest_plugins = ["tests.harness.fixtures"]
 
-MYSQL_SERVER_URL = os.environ.get("AEGIR_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
-
-
-def _mysql_available() -> bool:
-    try:
-        eng = create_engine(MYSQL_SERVER_URL, pool_pre_ping=True)
-        with eng.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        eng.dispose()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 @pytest.fixture(scope="session")
 def mysql_server_url():
-    if not _mysql_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"MariaDB is not reachable at {MYSQL_SERVER_URL}")
-        pytest.skip("MariaDB is not reachable")
-    return MYSQL_SERVER_URL
+    """The test MariaDB's URL without a database (tests.harness.db: the one place saying where)."""
+    harness_db.require()
+    return harness_db.SERVER_URL
 
 
 def new_database_url(kind: str, tmp_path, mysql_server_url=None) -> tuple[str, callable]:

@@ -25,20 +25,7 @@ import stat
 import tempfile
 import time
 
-# A DNS label: letters, digits and hyphens, not starting or ending with a hyphen. IDNA names
-# arrive as punycode (xn--...), which this accepts. Upper case is refused rather than folded so
-# the inventory, the site directory and the vhost always spell a site the same way.
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_PROFILE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
-_DB_IDENT = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-# Absolute paths limited to characters that need no quoting in nginx, Apache, PHP or a shell.
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@/-]*$")
-_FASTCGI = re.compile(
-    r"^(?:unix:/[A-Za-z0-9._+@/-]+|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}"
-    r"|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5})$"
-)
-_LISTEN_ADDR = re.compile(r"^(?:\*|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$")
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_rules as rules
 
 
 class AegirValueError(ValueError):
@@ -55,10 +42,10 @@ def check_hostname(value, what="host name"):
     """Return value if it is a plain DNS host name (labels of [a-z0-9-], punycode allowed)."""
     if not isinstance(value, str) or not value:
         raise AegirValueError("%s must be a non-empty string, got %s" % (what, _show(value)))
-    if len(value) > 253:
-        raise AegirValueError("%s is longer than 253 characters: %s" % (what, _show(value)))
-    labels = value.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if len(value) > rules.HOSTNAME_MAX:
+        raise AegirValueError("%s is longer than %d characters: %s"
+                              % (what, rules.HOSTNAME_MAX, _show(value)))
+    if not rules.is_hostname(value):
         raise AegirValueError(
             "%s %s is not a valid host name (lower-case labels of a-z, 0-9 and '-', "
             "IDNA names as punycode)" % (what, _show(value))
@@ -67,19 +54,20 @@ def check_hostname(value, what="host name"):
 
 
 def check_profile(value):
-    if not isinstance(value, str) or not _PROFILE.match(value):
-        raise AegirValueError("install profile %s is not a machine name ([a-z][a-z0-9_]*)" % _show(value))
+    if not rules.is_profile(value):
+        raise AegirValueError("install profile %s is not a machine name ([a-z][a-z0-9_]*, at most %d "
+                              "characters)" % (_show(value), rules.PROFILE_MAX))
     return value
 
 
 def check_language(value):
-    if not isinstance(value, str) or not _LANGUAGE.match(value):
+    if not rules.is_language(value):
         raise AegirValueError("language %s is not a language code like 'en' or 'pt-br'" % _show(value))
     return value
 
 
 def check_db_ident(value, what):
-    if not isinstance(value, str) or not _DB_IDENT.match(value):
+    if not rules.is_db_ident(value):
         raise AegirValueError("%s %s must be 1-64 characters of A-Z, a-z, 0-9 and _" % (what, _show(value)))
     return value
 
@@ -89,7 +77,7 @@ def check_port(value, what="port"):
         port = int(value)
     except (TypeError, ValueError):
         raise AegirValueError("%s %s is not a number" % (what, _show(value)))
-    if not 0 < port < 65536 or str(value).strip() != str(port):
+    if not rules.is_port(value):
         raise AegirValueError("%s %s is out of range" % (what, _show(value)))
     return port
 
@@ -98,7 +86,7 @@ def check_path(value, what="path"):
     """Return a normalised absolute path without '..' and without characters needing quotes."""
     if not isinstance(value, str) or not value:
         raise AegirValueError("%s must be a non-empty string, got %s" % (what, _show(value)))
-    if not _SAFE_PATH.match(value):
+    if not rules.SAFE_PATH.match(value):
         raise AegirValueError(
             "%s %s must be an absolute path of letters, digits and . _ + @ / -" % (what, _show(value))
         )
@@ -112,13 +100,13 @@ def check_path(value, what="path"):
 
 
 def check_fastcgi(value):
-    if not isinstance(value, str) or not _FASTCGI.match(value):
+    if not rules.is_fastcgi(value):
         raise AegirValueError("PHP FastCGI address %s must be unix:/path or host:port" % _show(value))
     return value
 
 
 def check_listen_address(value):
-    if not isinstance(value, str) or not _LISTEN_ADDR.match(value):
+    if not rules.is_listen_address(value):
         raise AegirValueError("listen address %s must be '*', an IP address or a host name" % _show(value))
     return value
 

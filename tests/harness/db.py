@@ -1,5 +1,10 @@
 """The test database server: the machine's MariaDB, with a per-session admin user.
 
+The one place that says where the tests' MariaDB is and how to reach it: SERVER_URL (the
+backend's SQLAlchemy URL without a database; AEGIR_TEST_MYSQL_URL), HOST/PORT as clients and
+roles reach it, and root over the unix socket (ROOT_SOCKET; AEGIR_TEST_MYSQL_SOCKET) for
+inspection. `require()` skips a test without MariaDB, and fails it under CI.
+
 Roles get admin credentials the way Aegir hands them out (hosting_db_server's user/password); the
 harness creates that user with a random password and drops it at the end. Tests inspect the
 server as MariaDB's root over the unix socket, independent of the credentials under test.
@@ -7,16 +12,54 @@ server as MariaDB's root over the unix socket, independent of the credentials un
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+from urllib.parse import urlsplit
 
 import pymysql
+import pytest
 
-ROOT_SOCKET = "/run/mysqld/mysqld.sock"
+SERVER_URL = os.environ.get("AEGIR_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+ROOT_SOCKET = os.environ.get("AEGIR_TEST_MYSQL_SOCKET", "/run/mysqld/mysqld.sock")
+HOST = urlsplit(SERVER_URL).hostname or "127.0.0.1"
+PORT = urlsplit(SERVER_URL).port or 3306
 # The admin user exists for these hosts: '%' for TCP clients anywhere, 'localhost' so that an
 # anonymous ''@'localhost' account (if a server has one) never shadows it.
 ADMIN_HOSTS = ("%", "localhost")
 _IDENT = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def root_connect(database: str | None = None) -> pymysql.connections.Connection:
+    """MariaDB's root over the unix socket (autocommit): for setting up and inspecting."""
+    return pymysql.connect(unix_socket=ROOT_SOCKET, user="root", password="", database=database,
+                           autocommit=True, charset="utf8mb4")
+
+
+def unreachable() -> str | None:
+    """Why the test MariaDB cannot be used (root over the socket, the backend over TCP), or None."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        root_connect().close()
+        engine = create_engine(SERVER_URL)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - pymysql and SQLAlchemy raise several kinds
+        return f"MariaDB is not reachable (root on {ROOT_SOCKET}, {HOST}:{PORT}): {exc}"
+    return None
+
+
+def require() -> None:
+    """Skip the test when MariaDB is not there; under CI, where it must be, fail it."""
+    why = unreachable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: run scripts/install-system-deps.sh", pytrace=False)
+        pytest.skip(why)
 
 
 class TestDbServer:
@@ -26,7 +69,7 @@ class TestDbServer:
 
     service = "mysql"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 3306, socket: str = ROOT_SOCKET):
+    def __init__(self, host: str = HOST, port: int = PORT, socket: str = ROOT_SOCKET):
         self.host = host
         self.port = port
         self.socket = socket
@@ -42,8 +85,7 @@ class TestDbServer:
 
     def connect(self, database: str | None = None) -> pymysql.connections.Connection:
         """A root connection over the unix socket (autocommit)."""
-        return pymysql.connect(unix_socket=self.socket, user="root", database=database,
-                               autocommit=True, charset="utf8mb4")
+        return root_connect(database)
 
     def query(self, sql: str, *params, database: str | None = None) -> list[tuple]:
         """Run one statement as root; returns its rows (empty list for statements without rows)."""

@@ -27,6 +27,7 @@ import pytest
 from . import ansible as _ansible
 from .acme import PEBBLE, AcmeServer
 from .db import TestDbServer
+from .db import require as require_mariadb
 from .platform import make_platform as _make_platform
 from .servers import APACHE, NGINX, SSHD, ServerSet, Slot, php_fpm_binary
 
@@ -76,12 +77,8 @@ def fresh_servers(test_servers):
 @pytest.fixture(scope="session")
 def test_db_server():
     """MariaDB with a session admin user (random password, dropped at session end)."""
+    require_mariadb()
     db = TestDbServer()
-    try:
-        db.query("SELECT 1")
-    except Exception as exc:  # pymysql raises several kinds
-        pytest.fail(f"MariaDB is not reachable as root over {db.socket} ({exc}): "
-                    "run scripts/install-system-deps.sh", pytrace=False)
     db.start()
     try:
         yield db

@@ -1,27 +1,27 @@
-"""The frontend's input rules (aegir_ansible.validation) against the managed side's
-(plugins/module_utils/aegir_site_common.py, loaded by path here only: the package does not
-import the collection). A value the frontend accepts and the module refuses fails every run
-on it; this test fails instead when the two drift."""
+"""One source for the input rules (plugins/module_utils/aegir_rules.py): the frontend's checks
+(aegir_ansible.validation), the modules' (module_utils/aegir_site_common) and the roles'
+Jinja tests (plugins/test/aegir_rules.py) must accept exactly the same values. A value the
+frontend accepts and a module refuses fails every run on it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_rules as rules
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_site_common
+from ansible_collections.aegir.hosting.plugins.test.aegir_rules import TestModule as JinjaTests
 
 from aegir_ansible import defaults, validation
 from aegir_ansible.validation import InputError
 
-COMMON = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "aegir_site_common.py"
-
 
 @pytest.fixture(scope="module")
 def common():
-    spec = importlib.util.spec_from_file_location("aegir_site_common_under_test", COMMON)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return aegir_site_common
+
+
+@pytest.fixture(scope="module")
+def jinja():
+    return JinjaTests().tests()
 
 
 def accepts(fn, value) -> bool:
@@ -107,3 +107,33 @@ def test_defaults_pass_the_modules_checks(common):
     common.check_listen_address(defaults.HTTP_LISTEN_ADDRESS)
     common.check_profile(defaults.SITE_PROFILE)
     common.check_language(defaults.SITE_LANGUAGE)
+
+
+def test_every_side_reads_the_limits_from_the_rules():
+    assert (validation.HOSTNAME_MAX, validation.LABEL_MAX, validation.PROFILE_MAX) == (
+        rules.HOSTNAME_MAX, rules.LABEL_MAX, rules.PROFILE_MAX)
+
+
+@pytest.mark.parametrize(("test", "check", "values"), [
+    ("aegir_safe_path", validation.check_abs_path,
+     ["/var/aegir", "/", "//", "/var/../etc", "/var/./a", "var/a", "/a b", "/srv/a+b@c_d-e.f"]),
+    ("aegir_profile", validation.check_profile, ["standard", "p" * 64, "p" * 65, "1x", "Std"]),
+    ("aegir_fastcgi", validation.check_fastcgi, [defaults.PHP_FASTCGI, "php:9000", "9000", "-h:1"]),
+    ("aegir_listen_address", validation.check_listen_address, ["*", "10.0.0.1", "a b", ""]),
+    ("aegir_hostname", validation.normalize_hostname, ["a.example", "-a.example", "a" * 64]),
+])
+def test_role_asserts_agree_with_the_cli(jinja, test, check, values):
+    for value in values:
+        assert jinja[test](value) == accepts(check, value), (test, value)
+
+
+def test_role_asserts_use_the_rules_not_copies():
+    """The roles spell these rules only through the Jinja tests: a copied regex drifts."""
+    import pathlib
+    copies = []
+    for path in (pathlib.Path(__file__).resolve().parents[2] / "roles").glob("*/tasks/*.yml"):
+        text = path.read_text()
+        for needle in ("{1,64}$')", "[A-Za-z0-9._+@/-]+$')"):
+            if needle in text:
+                copies.append(f"{path.parent.parent.name}/{path.name}: {needle}")
+    assert not copies, copies

@@ -13,33 +13,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pymysql
 import pytest
 
-MYSQL_SOCKET = os.environ.get("AEGIR_TEST_MYSQL_SOCKET", "/run/mysqld/mysqld.sock")
-DB_HOST = "127.0.0.1"
-DB_PORT = 3306
+from tests.harness import db as harness_db
 
-
-def root_conn():
-    return pymysql.connect(unix_socket=MYSQL_SOCKET, user="root", password="", autocommit=True)
-
-
-def _mysql_ok() -> bool:
-    try:
-        root_conn().close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+DB_HOST = harness_db.HOST
+DB_PORT = harness_db.PORT
 
 
 @pytest.fixture(scope="session")
 def mysql_root():
-    if not _mysql_ok():
-        if os.environ.get("CI"):
-            pytest.fail(f"MariaDB is not reachable as root on {MYSQL_SOCKET}")
-        pytest.skip("MariaDB is not reachable as root over the unix socket")
-    conn = root_conn()
+    """MariaDB's root over the unix socket (tests.harness.db: the one place saying where)."""
+    harness_db.require()
+    conn = harness_db.root_connect()
     yield conn
     conn.close()
 
