@@ -6,16 +6,25 @@ one up to the head (`aegir db upgrade` does the latter only)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, String, Table, inspect
 
 from . import queue_tables  # noqa: F401 — its tables are in BackendBase.metadata
 from .backend import BackendBase
+from .migrations import VERSION_TABLE
 from .models import AegirBase
+
+# Alembic's version table, as Alembic creates it: listed with the backend's tables so that
+# `aegir db grants` grants it and a fresh database gets it with the others (migrations
+# leave it to Alembic: include_object skips it).
+VERSION_METADATA = MetaData()
+Table(VERSION_TABLE, VERSION_METADATA, Column("version_num", String(32), nullable=False),
+      PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
 
 
 def backend_metadatas():
-    """Every metadata of backend-owned tables (backend.py's and queue_tables.py's)."""
-    return [BackendBase.metadata]
+    """Every metadata of backend-owned tables (backend.py's and queue_tables.py's, and
+    the migrations' version table)."""
+    return [BackendBase.metadata, VERSION_METADATA]
 
 
 def has_aegir_schema(engine: Engine) -> bool:
