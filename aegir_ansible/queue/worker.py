@@ -329,12 +329,27 @@ class Worker:
         if self.stop_requested_at is not None:
             return False
         log.info("database: %s", desc)
+        self._check_migrations()
         rundirs.sweep()  # what runners killed on this machine left (inventories with passwords)
         log.info("runner %s started (concurrency %d%s)", self.runner_id, self.concurrency,
                  f", servers {', '.join(self.server_names)}" if self.server_names else "")
         self.notifier.ready(f"runner {self.runner_id}: serving "
                             + (", ".join(self.server_names) if self.server_names else "all servers"))
         return True
+
+    def _check_migrations(self) -> None:
+        """Warn when the backend's tables are behind this release (`aegir db upgrade` was
+        not run after an upgrade): a new column's absence would fail tasks later."""
+        from aegir_ansible.db import migrations
+
+        try:
+            pending = migrations.pending(self.engine)
+        except Exception as exc:  # noqa: BLE001 — a check only (e.g. no SELECT on the version table)
+            log.debug("migrations: cannot tell the schema revision: %s", str(exc).splitlines()[0])
+            return
+        if pending:
+            log.warning("the backend's tables are behind this release (migrations not applied: %s): "
+                        "run `aegir db upgrade`", ", ".join(pending))
 
     def _reconcile(self) -> None:
         """What the database says this runner holds, against what it runs (a claim whose

@@ -203,3 +203,18 @@ def test_the_wheel_ships_the_migrations(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "upgraded from none to 0001" in out.stdout, out.stdout
+
+
+def test_runner_warns_when_migrations_are_pending(empty_engine, caplog):
+    from aegir_ansible.queue.worker import Worker
+
+    _old_schema(empty_engine)  # not versioned: every revision is pending
+    w = Worker(empty_engine, install_signals=False)
+    with caplog.at_level("WARNING", logger="aegir.queue"):
+        w._check_migrations()
+    assert any("aegir db upgrade" in r.getMessage() for r in caplog.records), caplog.text
+    migrations.upgrade(empty_engine)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aegir.queue"):
+        w._check_migrations()
+    assert not caplog.records
