@@ -20,6 +20,7 @@ PACKAGES=(
     python3-pymysql
     rsync
     procps
+    systemd  # systemd-analyze: tests/integration/test_service.py checks the shipped unit
     iproute2
     curl
     sudo

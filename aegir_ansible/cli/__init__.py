@@ -7,7 +7,7 @@ nothing in the package imports it.
 - queue.py: `queue run|status|settings` and `task cancel|log|defer`.
 """
 
-from . import hosting, queue  # noqa: F401 — they attach their commands to `main`
+from . import db, hosting, queue  # noqa: F401 — they attach their commands to `main`
 from .base import main
 
 __all__ = ["main"]

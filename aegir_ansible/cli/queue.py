@@ -54,11 +54,15 @@ def queue():
 @click.option("--metrics-address", default="127.0.0.1", show_default=True,
               help="Address the metrics endpoint listens on.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
+@click.option("--log-format", type=click.Choice(sorted(logs.FORMATS)), default="logfmt",
+              envvar="AEGIR_LOG_FORMAT", show_default=True,
+              help="Log lines on stderr: logfmt, or one JSON object per line "
+                   "(default: $AEGIR_LOG_FORMAT, else logfmt).")
 @db_option
 def queue_run(once, servers, concurrency, batch_size, playbooks_dir, grace, metrics_port,
-              metrics_address, verbose):
+              metrics_address, verbose, log_format):
     """Run queued tasks as playbooks (a long-running daemon unless --once)."""
-    logs.setup(verbose)
+    logs.setup(verbose, log_format)
     c = obj()
     try:
         until_reachable(c.require_schema)  # a runner started before its database waits

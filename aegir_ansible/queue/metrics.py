@@ -16,11 +16,15 @@ from __future__ import annotations
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Summary
+from prometheus_client import CollectorRegistry, Counter, PlatformCollector, ProcessCollector, Summary
 
 from aegir_ansible.db.models import TaskStatus
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The process's own: process_cpu_seconds_total, process_resident_memory_bytes,
+# process_open_fds, process_start_time_seconds ...; python_info.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
 
 # The statuses a finished task has (their labels are the metrics' `outcome`).
 FINISHED = (TaskStatus.SUCCESS, TaskStatus.ERROR, TaskStatus.WARNING)

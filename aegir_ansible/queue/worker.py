@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from aegir_ansible import paths
+from aegir_ansible import paths, sdnotify
 from aegir_ansible.db.models import TaskStatus
 from aegir_ansible.logs import task_context
 
@@ -65,19 +65,39 @@ def until_reachable(fn, stopped=lambda: False, wait=time.sleep):
             if not is_transient(exc):
                 raise
             metrics.health.db_failed()
-            log.warning("database unreachable at start-up (%s); trying again in %.1fs",
-                        str(exc).splitlines()[0], delay)
+            first = str(exc).splitlines()[0]
+            log.warning("database unreachable at start-up (%s); trying again in %.1fs", first, delay)
+            sdnotify.notifier().status(f"waiting for the database: {first}")
             wait(delay)
             delay = min(delay * 2, START_BACKOFF_MAX)
     return None
+
+
+def _log_outcome(tr, status: int, stop_reason: str | None) -> None:
+    """A failed task at error level, one with warnings at warning level (with the last
+    line of its log that says why), so that an operator watching the journal sees them."""
+    if status not in (TaskStatus.ERROR, TaskStatus.WARNING):
+        return
+    kinds = ("error",) if status == TaskStatus.ERROR else ("warning", "error")
+    why = next((msg for kind, msg in reversed(tr.closing or []) if kind in kinds), "")
+    why = (str(why).splitlines() or [""])[0][:300]
+    if status == TaskStatus.ERROR:
+        log.error("task %s (%s on %s) failed%s%s", tr.task.nid, tr.task.task_type, tr.task.target_name,
+                  f" ({stop_reason})" if stop_reason else "", f": {why}" if why else "",
+                  extra={"task": str(tr.task.nid)})
+    else:
+        log.warning("task %s (%s on %s) finished with warnings%s", tr.task.nid, tr.task.task_type,
+                    tr.task.target_name, f": {why}" if why else "", extra={"task": str(tr.task.nid)})
 
 
 class Worker:
     def __init__(self, engine: Engine, *, servers: list[str] | None = None, concurrency: int = 4,
                  once: bool = False, playbooks_dir: str | Path | None = None,
                  batch_size: int | None = None, grace: float | None = None,
-                 install_signals: bool = True):
+                 install_signals: bool = True, notifier: sdnotify.Notifier | None = None):
         self.engine = engine
+        # systemd (Type=notify): READY=1 once started, WATCHDOG=1 from the loop, STOPPING=1.
+        self.notifier = notifier if notifier is not None else sdnotify.notifier()
         self.jm = JobManager(engine)
         self.server_names = list(servers or [])
         self.server_nids: list[int] | None = None
@@ -108,6 +128,7 @@ class Worker:
         if self.stop_requested_at is None:
             self.stop_requested_at = time.time()
             log.info("stop requested: no new tasks; waiting for %d running run(s)", len(self.active))
+            self.notifier.stopping(f"stopping: waiting for {len(self.active)} run(s)")
         if hard:
             self.hard_stop = True
         self.wake.set()
@@ -180,6 +201,7 @@ class Worker:
                 status = TaskStatus.ERROR if nid in refused or tr.rollback else tr.status
                 metrics.finished(tr.task.task_type, status, res.ended - res.started)
                 self.failed += status == TaskStatus.ERROR
+                _log_outcome(tr, status, res.stop_reason)
             self._server_reached(ex, settings)
             log.info("run %s: finished (%s) in %.1fs", ex.run.run_id[:8],
                      res.stop_reason or res.status, res.ended - res.started)
@@ -307,10 +329,27 @@ class Worker:
         if self.stop_requested_at is not None:
             return False
         log.info("database: %s", desc)
+        self._check_migrations()
         rundirs.sweep()  # what runners killed on this machine left (inventories with passwords)
         log.info("runner %s started (concurrency %d%s)", self.runner_id, self.concurrency,
                  f", servers {', '.join(self.server_names)}" if self.server_names else "")
+        self.notifier.ready(f"runner {self.runner_id}: serving "
+                            + (", ".join(self.server_names) if self.server_names else "all servers"))
         return True
+
+    def _check_migrations(self) -> None:
+        """Warn when the backend's tables are behind this release (`aegir db upgrade` was
+        not run after an upgrade): a new column's absence would fail tasks later."""
+        from aegir_ansible.db import migrations
+
+        try:
+            pending = migrations.pending(self.engine)
+        except Exception as exc:  # noqa: BLE001 — a check only (e.g. no SELECT on the version table)
+            log.debug("migrations: cannot tell the schema revision: %s", str(exc).splitlines()[0])
+            return
+        if pending:
+            log.warning("the backend's tables are behind this release (migrations not applied: %s): "
+                        "run `aegir db upgrade`", ", ".join(pending))
 
     def _reconcile(self) -> None:
         """What the database says this runner holds, against what it runs (a claim whose
@@ -332,6 +371,7 @@ class Worker:
         while True:
             now = time.time()
             metrics.health.loop_tick()
+            self.notifier.watchdog()
             active_before = None
             try:
                 settings = self._effective(self.jm.settings(max_age=self.SETTINGS_MAX_AGE))
@@ -444,6 +484,7 @@ class Worker:
         """Sleep until the next poll, a run's end (wake), or a newly queued task."""
         deadline = time.time() + interval
         while not self.wake.is_set():
+            self.notifier.watchdog()  # the loop turns while it waits (and alive)
             left = deadline - time.time()
             if left <= 0:
                 return
