@@ -181,14 +181,30 @@ def enabled_by_drush(module, drush, root, uri):
                                                  or str(row.get("status", "enabled")).lower() == "enabled"))
 
 
+def _drushrc_option(text, name):
+    match = re.search(r"""\$options\s*\[\s*['"]%s['"]\s*\]\s*=\s*['"]([^'"\\]{1,255})['"]\s*;""" % re.escape(name), text)
+    return match.group(1) if match else ""
+
+
 def site_info(module, site, root, site_dir, aliases):
-    """What import needs to know of a site, read from disk and its drush."""
-    drush = site.get("drush")
-    status = _drush_json(module, str(drush), root, site["uri"], ["status", "--format=json"]) if drush else {}
-    language = _DRUSHRC_LANGUAGE.search(_read(os.path.join(root, "sites", site_dir, "drushrc.php")))
-    return {"db_name": str(status.get("db-name") or ""), "profile": str(status.get("install-profile") or ""),
+    """What import needs to know of a site, read from its drush (status) and, where that
+    says nothing (provision's cloaked settings.php has no credentials outside the web
+    server), from the drushrc.php provision wrote next to it."""
+    drush, status, why = site.get("drush"), {}, ""
+    if drush:
+        try:
+            status = _drush_json(module, str(drush), root, site["uri"], ["status", "--format=json"])
+        except pk.PackageError as exc:
+            why = str(exc)
+    drushrc = _read(os.path.join(root, "sites", site_dir, "drushrc.php"))
+    language = _DRUSHRC_LANGUAGE.search(drushrc)
+    info = {"db_name": str(status.get("db-name") or "") or _drushrc_option(drushrc, "db_name"),
+            "profile": str(status.get("install-profile") or "") or _drushrc_option(drushrc, "profile"),
             "language": language.group(1) if language else "",
             "aliases": sorted(a for a in aliases.get(site_dir, []) if a != site["uri"])}
+    if not info["db_name"]:
+        raise pk.PackageError("its database name is unknown (%s)" % (why or "drush status reports no db-name"))
+    return info
 
 
 def main():
