@@ -80,7 +80,7 @@ sites_found:
   description:
     - Site directories of O(root) with a settings.php (not C(default) or C(all)), that are
       real directories inside the platform's C(sites/) (no symbolic link, the settings.php
-      a regular file): the candidates for import.
+      a regular file), the candidates for import.
   type: list
   elements: str
   returned: always
