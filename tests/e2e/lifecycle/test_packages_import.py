@@ -199,3 +199,20 @@ def test_platform_verify_imports_a_site_found_on_disk(fe, tmp_path_factory):
     fe.run_queue()
     fe.assert_ok(v)
     (Path(fe.roots["nginx"]) / "sites" / EVIL).unlink()
+
+
+def test_a_batch_of_site_verifies_records_each_sites_packages(fe):
+    """Two site verifies of one server run as one batch (verify_batch.yml): one aegir_packages
+    call for both, each site's packages recorded from its own result."""
+    nids = [fe.nid(S), fe.nid(IMP)]
+    with fe.Session() as s, s.begin():
+        s.execute(m.HostingPackageInstance.__table__.delete().where(m.HostingPackageInstance.rid.in_(nids)))
+    tasks = [fe.task("verify", S), fe.task("verify", IMP)]
+    fe.run_queue()
+    for task in tasks:
+        fe.assert_ok(task)
+        assert "Running playbook verify_batch.yml" in fe.log_text(task)
+    for nid in nids:
+        found = _instances(fe, nid)
+        assert found["aegir_pk"] == ("profile", 1) and found["aegir_pk_mod"] == ("module", 1)
+        assert found["aegir_pk_other"] == ("module", 0)
