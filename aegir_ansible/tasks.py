@@ -39,6 +39,9 @@ TASK_TYPES: dict[str, TaskType] = {
     for t in [
         _t("verify", "server platform site", "Verify", safe_to_repeat=True, priority=40),
         _t("install", "site", "Install", priority=20),
+        # hostmaster's hidden import: take over a site found on disk (platform verify, or an
+        # install refused as "already installed"), as a verify that first reads the site.
+        _t("import", "site", "Import", safe_to_repeat=True, priority=20),
         _t("enable", "site", "Enable", priority=30),
         _t("disable", "site", "Disable", priority=30),
         _t("delete", "server platform site", "Delete", platform_wide=True, priority=60),

@@ -20,6 +20,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from aegir_ansible import packages as pk
 from aegir_ansible.db import models as m
 from aegir_ansible.db.models import TaskStatus
 from aegir_ansible.tasks import DRUSH_TASK_TYPES
@@ -154,17 +155,23 @@ def _served_names(ctx) -> list:
 def _site_installed(ctx):
     record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server), ctx.result.result, ctx.now)
     record_site_names(ctx.conn, ctx.task.rid, _served_names(ctx))
-    ctx.update_target(m.HostingSite, status=m.SITE_ENABLED, verified=ctx.now, **_db_name(ctx))
+    ctx.update_target(m.HostingSite, status=m.SITE_ENABLED, verified=ctx.now, **_db_name(ctx),
+                      **_cron_key(ctx))
 
 
 @on("site", "install", "failure")
 def _site_install_failed(ctx):
     """A database the run created before failing is the site's: recorded, so that a retry uses
-    it again and a delete drops it."""
+    it again and a delete drops it. An install refused because the site is already installed
+    queues an import of it instead (hosting_site_hosting_install_task_rollback())."""
     if ctx.result.result.get("db_hosts") is not None:
         record_site_db(ctx.conn, ctx.task.rid, ctx.current(m.HostingSite.db_server),
                        ctx.result.result, ctx.now)
         ctx.update_target(m.HostingSite, **_db_name(ctx))
+    if _already_installed(ctx):
+        add_log(ctx.conn, [log_row(ctx.task, "message", "This site appears to be installed already. "
+                                                        "Generating an import task.", ctx.now)])
+        _queue_once(ctx, "import")
 
 
 @on("site", "verify")
@@ -176,6 +183,170 @@ def _site_verified(ctx):
 @on("site", "verify", "failure")
 def _site_verify_failed(ctx):
     ctx.update_target(m.HostingSite, verified=0)
+
+
+@on("site", "import")
+def _site_imported(ctx):
+    """hosting_import_site(): the site's rows from what the import read on disk (db_name,
+    profile, language, cron key when it had none, the aliases sites.php maps to it), enabled
+    and verified. An alias another site already has is not recorded (a warning says so) and a
+    verify is queued, which then stops serving it for this site."""
+    from aegir_ansible.validation import InputError, normalize_hostname
+
+    info = ctx.result.result.get("import")
+    info = info if isinstance(info, dict) else {}
+    values: dict = {"status": m.SITE_ENABLED, "verified": ctx.now, **_cron_key(ctx, info)}
+    if info.get("db_name"):
+        values["db_name"] = str(info["db_name"])[:64]
+    if info.get("language"):
+        values["language"] = str(info["language"])[:10]
+    profile = _profile_package(ctx, str(info.get("profile") or ""))
+    if profile:
+        values["profile"] = profile
+    ctx.update_target(m.HostingSite, **values)
+    vid = ctx.target_vid
+    uri = ctx.conn.execute(select(m.Node.title).where(m.Node.nid == ctx.task.rid)).scalar()
+    mine = set(ctx.conn.execute(select(m.HostingSiteAlias.alias)
+                                .where(m.HostingSiteAlias.vid == vid)).scalars())
+    refused = []
+    for raw in info.get("aliases") or []:
+        try:
+            alias = normalize_hostname(str(raw), "alias")
+        except InputError:
+            refused.append(str(raw)[:100])
+            continue
+        if alias == uri or alias in mine:
+            continue
+        if _host_owner(ctx, alias) is not None:
+            refused.append(alias)
+            continue
+        ctx.conn.execute(insert(m.HostingSiteAlias).values(
+            vid=vid, nid=ctx.task.rid, alias=alias, automatic=0, redirection=""))
+        mine.add(alias)
+    record_site_names(ctx.conn, ctx.task.rid, [uri, *[a for a in mine]])
+    if refused:
+        add_log(ctx.conn, [log_row(ctx.task, "warning", "Not recorded as aliases of this site (invalid, "
+                                                        "or another site's): " + ", ".join(refused)
+                                   + ". A verify is queued to stop serving them here.", ctx.now)])
+        _queue_once(ctx, "verify")
+
+
+@on("site", "import", "failure")
+def _site_import_failed(ctx):
+    """hosting_site_hosting_import_task_rollback()."""
+    ctx.update_target(m.HostingSite, verified=0, status=m.SITE_DISABLED)
+
+
+@on("site", "run_cron")
+def _site_cron_ran(ctx):
+    """The site's cron ran (hosting_cron records it in hosting_site.last_cron)."""
+    ctx.update_target(m.HostingSite, last_cron=ctx.now)
+
+
+# -- packages: what hosting_package_sync() / hosting_package_instance_sync() write -------
+
+def _sync_safely(ctx, what: str, fn) -> bool:
+    """Run fn(session) in its own savepoint: data that cannot be stored costs a warning in the
+    task's log, never the task's outcome. A transient database error is raised (the whole
+    outcome is written again)."""
+    try:
+        with Session(bind=ctx.conn, join_transaction_mode="create_savepoint") as session:
+            fn(session)
+            session.commit()
+        return True
+    except (ValueError, TypeError, AttributeError, KeyError, SQLAlchemyError) as exc:
+        if isinstance(exc, SQLAlchemyError) and is_transient(exc):
+            raise
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        add_log(ctx.conn, [log_row(ctx.task, "warning", f"The {what} could not be recorded: {why}",
+                                   ctx.now)])
+        return False
+
+
+def _site_packages(ctx):
+    r = ctx.result.result
+    packages = r.get("packages")
+    if isinstance(packages, dict):
+        _sync_safely(ctx, "site's packages",
+                     lambda s: pk.sync_site(s, ctx.task.rid, packages, ctx.now))
+    elif r.get("packages_failed"):
+        add_log(ctx.conn, [log_row(ctx.task, "warning", "The site's packages could not be read: "
+                                   f"{str(r['packages_failed'])[:500]}", ctx.now)])
+
+
+for _type in ("install", "verify", "import"):
+    on("site", _type)(_site_packages)
+
+
+def _cron_key(ctx, reported: dict | None = None) -> dict:
+    """The cron key the run used, when the site has none recorded yet."""
+    key = (reported if reported is not None else ctx.result.result).get("cron_key")
+    if isinstance(key, str) and key and not ctx.current(m.HostingSite.cron_key):
+        return {"cron_key": key[:80]}
+    return {}
+
+
+def _profile_package(ctx, short_name: str) -> int | None:
+    """The package nid of a profile, as hosting_import_site() finds it: the profile instance
+    of the site's platform, else any profile package of that name."""
+    if not short_name:
+        return None
+    hp, hpi = m.HostingPackage, m.HostingPackageInstance
+    platform = ctx.current(m.HostingSite.platform)
+    found = ctx.conn.execute(
+        select(hp.nid).join(hpi, hpi.package_id == hp.nid)
+        .where(hp.package_type == "profile", hp.short_name == short_name, hpi.rid == platform)
+        .order_by(hpi.iid)).scalar()
+    if found is None:
+        found = ctx.conn.execute(select(hp.nid).join(m.Node, m.Node.vid == hp.vid).where(
+            hp.package_type == "profile", hp.short_name == short_name).order_by(hp.nid)).scalar()
+    return found
+
+
+def _host_owner(ctx, name: str) -> int | None:
+    """The live site (nid) other than the target that has this name as uri or alias, or the
+    context that has it as name."""
+    hs = m.HostingSite
+    owner = ctx.conn.execute(
+        select(m.Node.nid).join(hs, hs.vid == m.Node.vid)
+        .where(m.Node.type == "site", m.Node.title == name, hs.status != m.SITE_DELETED,
+               m.Node.nid != ctx.task.rid)).scalar()
+    if owner is None:
+        owner = ctx.conn.execute(
+            select(m.Node.nid).join(m.HostingSiteAlias, m.HostingSiteAlias.vid == m.Node.vid)
+            .join(hs, hs.vid == m.Node.vid)
+            .where(m.HostingSiteAlias.alias == name, hs.status != m.SITE_DELETED,
+                   m.Node.nid != ctx.task.rid)).scalar()
+    if owner is None:
+        owner = ctx.conn.execute(select(m.HostingContext.nid).where(
+            m.HostingContext.name == name, m.HostingContext.nid != ctx.task.rid)).scalar()
+    return owner
+
+
+def _already_installed(ctx) -> bool:
+    """The install failed because the site is installed already (provision's
+    PROVISION_DRUPAL_SITE_INSTALLED): an error line of the task says so."""
+    return ctx.conn.execute(select(m.HostingTaskLog.lid).where(
+        m.HostingTaskLog.vid == ctx.task.vid, m.HostingTaskLog.type == "error",
+        m.HostingTaskLog.message.like("%already installed%")).limit(1)).first() is not None
+
+
+def _queue_once(ctx, task_type: str, target: int | None = None) -> bool:
+    """Queue a task on the target (or another node) unless one of that type is already
+    waiting (hosting_task_outstanding())."""
+    from aegir_ansible.frontend import Frontend
+
+    rid = ctx.task.rid if target is None else target
+    waiting = ctx.conn.execute(
+        select(m.HostingTask.nid).join(m.Node, m.Node.vid == m.HostingTask.vid)
+        .where(m.HostingTask.rid == rid, m.HostingTask.task_type == task_type,
+               m.HostingTask.task_status == TaskStatus.QUEUED).limit(1)).first()
+    if waiting is not None:
+        return False
+    with Session(bind=ctx.conn) as session:
+        Frontend(session, uid=0).add_task(task_type, rid)
+        session.flush()
+    return True
 
 
 @on("site", "disable")
@@ -391,6 +562,62 @@ def _platform_verified(ctx):
     locked = ctx.current(m.HostingPlatform.status) == m.PLATFORM_LOCKED
     ctx.update_target(m.HostingPlatform, verified=ctx.now,
                       status=m.PLATFORM_LOCKED if locked else m.PLATFORM_ENABLED)
+    r = ctx.result.result
+    packages = r.get("packages")
+    synced = isinstance(packages, dict) and _sync_safely(
+        ctx, "platform's packages", lambda s: pk.sync_platform(
+            s, ctx.task.rid, packages, [str(p) for p in r.get("profiles") or []], ctx.now))
+    if isinstance(r.get("sites_found"), list):
+        _import_found_sites(ctx, [str(x) for x in r["sites_found"]],
+                            packages.get("base") if synced and isinstance(packages, dict) else None)
+
+
+def _import_found_sites(ctx, found: list[str], base: dict | None) -> None:
+    """hosting_platform_post_hosting_verify_task()'s import: a site node (queued, on this
+    platform, the default client and db server) and an import task for every site directory
+    the platform verify found (inside the platform's sites/, checked on the server by
+    aegir_packages) whose name is a valid host name that no context, site or alias has
+    (hosting_domain_allowed()); its package instances are the platform's base packages."""
+    from aegir_ansible.frontend import Frontend
+    from aegir_ansible.validation import InputError, normalize_hostname
+
+    imported, refused = [], []
+    for name in dict.fromkeys(found):
+        try:
+            uri = normalize_hostname(name, "site uri")
+        except InputError:
+            refused.append(name[:100])
+            continue
+        if uri != name or _host_owner(ctx, uri) is not None:
+            continue  # a known site (or one of its aliases), or not its own name
+
+        def add(session, uri=uri):
+            fe = Frontend(session, uid=0)
+            nid = fe.add_site(uri, str(ctx.task.rid), queue_install=False, status=m.SITE_QUEUED)
+            session.flush()
+            if base:
+                pk.sync_instances(session, nid, "site", base)
+            fe.add_task("import", nid)
+            session.flush()
+
+        try:
+            with Session(bind=ctx.conn, join_transaction_mode="create_savepoint") as session:
+                add(session)
+                session.commit()
+            imported.append(uri)
+        except (InputError, ValueError, SQLAlchemyError) as exc:
+            if isinstance(exc, SQLAlchemyError) and is_transient(exc):
+                raise
+            refused.append(f"{uri} ({str(exc).splitlines()[0][:200]})")
+    lines = []
+    if imported:
+        lines.append(log_row(ctx.task, "message", "Imported existing site(s), an import task queued "
+                                                  f"for each: {', '.join(imported)}.", ctx.now))
+    if refused:
+        lines.append(log_row(ctx.task, "warning", "Site directories not imported: "
+                                                  f"{', '.join(refused)}.", ctx.now))
+    if lines:
+        add_log(ctx.conn, lines)
 
 
 @on("platform", "lock")
@@ -440,6 +667,8 @@ def _platform_migrated(ctx):
 def _platform_deleted(ctx):
     ctx.update_target(m.HostingPlatform, status=m.PLATFORM_DELETED)
     ctx.remove_context()
+    _sync_safely(ctx, "platform's package instances",
+                 lambda s: pk.clear_instances(s, ctx.task.rid, "platform"))
 
 
 # -- servers -----------------------------------------------------------------------------

@@ -59,6 +59,8 @@ CREATE TABLE `hosting_package_instance` (`iid` int(11) NOT NULL AUTO_INCREMENT, 
   `version` varchar(255) NOT NULL DEFAULT '', `version_code` bigint(20) NOT NULL DEFAULT 0,
   `status` int(11) NOT NULL DEFAULT 0, `platform` int(11) NOT NULL DEFAULT 0, PRIMARY KEY (`iid`),
   KEY `hosting_package_rid_idx` (`rid`), KEY `hosting_package_id_idx` (`package_id`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+-- hosting_package_schema(): no primary key, iid without a default.
+CREATE TABLE `hosting_package_languages` (`iid` int(11) NOT NULL, `language` varchar(12) NOT NULL DEFAULT '') ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE TABLE `hosting_client` (`vid` int(10) unsigned NOT NULL DEFAULT 0, `nid` int(10) unsigned NOT NULL DEFAULT 0,
   `uname` varchar(255) NOT NULL DEFAULT '', PRIMARY KEY (`vid`), UNIQUE KEY `uname_unq` (`uname`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE TABLE `hosting_task` (`vid` int(10) unsigned NOT NULL DEFAULT 0, `nid` int(10) unsigned NOT NULL DEFAULT 0,

@@ -29,11 +29,8 @@ from tests.integration.queue.conftest import PLAYBOOKS, World, configure, run_on
 
 REPO = Path(__file__).resolve().parents[2]
 DDL = (REPO / "tests" / "integration" / "hostmaster_schema.sql").read_text()
-# hosting_package_languages is part of hostmaster's schema (hosting_package.install) but not
-# of the trimmed copy above; a Drupal site also has tables the backend must not read.
+# A Drupal site also has tables the backend must not read.
 EXTRA_DDL = [
-    "CREATE TABLE `hosting_package_languages` (`iid` int(11) NOT NULL, "
-    "`language` varchar(12) NOT NULL DEFAULT '') ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE `users` (`uid` int(10) unsigned NOT NULL DEFAULT 0, `name` varchar(60) NOT NULL "
     "DEFAULT '', `pass` varchar(128) NOT NULL DEFAULT '', PRIMARY KEY (`uid`)) ENGINE=InnoDB",
     "INSERT INTO `users` VALUES (1, 'admin', '$S$hash')",

@@ -130,3 +130,64 @@ def test_module_returns_the_scan(tmp_path, run_playbook):
     assert data["site_packages"]["other.example.com"]["profiles"]["minimal"]["status"] == 1
     assert result.rc == 0
     run_playbook(playbook, inventory, check=True).assert_ok()
+
+
+def test_module_finds_only_the_platforms_own_site_dirs_and_reads_sites(tmp_path, run_playbook):
+    """sites_found: real directories inside the platform's sites/ with a regular settings.php
+    (no symlinked dir or settings.php, not all/default); read_site: db name and profile from
+    drush status (else drushrc.php), language from drushrc.php, aliases from sites.php;
+    enabled extensions from drush pm:list; a site whose drush fails is only reported."""
+    root = tmp_path / "platform"
+    shutil.copytree(CODEBASE / "d10", root)
+    outside = tmp_path / "outside"
+    (outside / "evil.example.com").mkdir(parents=True)
+    (outside / "evil.example.com" / "settings.php").write_text("<?php\n")
+    (root / "sites" / "evil.example.com").symlink_to(outside / "evil.example.com")
+    (root / "sites" / "linked.example.com").mkdir()
+    (root / "sites" / "linked.example.com" / "settings.php").symlink_to(outside / "evil.example.com" / "settings.php")
+    (root / "sites" / "all" / "settings.php").write_text("<?php\n")
+    (root / "sites" / "sites.php").write_text(
+        "<?php\n$sites['www.example.com'] = 'example.com';\n$sites[\"alt.example.com\"] = \"example.com\";\n"
+        "$sites['x.other.example.com'] = 'other.example.com';\n$sites['up'] = '../etc';\n")
+    (root / "sites" / "other.example.com" / "drushrc.php").write_text(
+        "<?php\n$options['db_name'] = 'otherdb';\n$options['profile'] = 'minimal';\n$options['language'] = 'fr';\n")
+    drush = tmp_path / "drush"
+    drush.write_text("""#!/bin/sh
+case "$*" in
+  *--uri=bad.example.com*) echo "[error] no site" >&2; exit 1;;
+  *pm:list*) echo '{"node": {"status": "Enabled"}, "token": {"status": "Disabled"}, "olivero": {"status": "Enabled"}}';;
+  *--uri=example.com*status*) echo '{"db-name": "exdb", "install-profile": "standard"}';;
+  *status*) echo '{"error": "cannot connect"}';;
+esac
+""")
+    drush.chmod(0o755)
+    out = tmp_path / "result.json"
+    playbook = tmp_path / "packages.yml"
+    playbook.write_text(json.dumps([{
+        "hosts": "all", "gather_facts": False,
+        "tasks": [
+            {"name": "scan", "aegir.hosting.aegir_packages": {"root": str(root), "sites": [
+                {"uri": "example.com", "key": "ex", "drush": str(drush), "read_site": True},
+                {"uri": "other.example.com", "drush": str(drush), "read_site": True},
+                {"uri": "bad.example.com", "site_dir": "example.com", "drush": str(drush)},
+                {"uri": "evil.example.com", "drush": str(drush), "read_site": True}]}, "register": "scan"},
+            {"name": "save", "delegate_to": "localhost", "check_mode": False, "changed_when": False,
+             "copy": {"content": "{{ scan | to_json }}", "dest": str(out)}},
+        ]}]))
+    inventory = {"localhost": {"ansible_connection": "local",
+                               "ansible_python_interpreter": "/usr/bin/python3"}}
+    run_playbook(playbook, inventory).assert_idempotent()
+    data = json.loads(out.read_text())
+    assert data["sites_found"] == ["example.com", "other.example.com"]
+    assert data["site_info"]["ex"] == {"db_name": "exdb", "profile": "standard", "language": "",
+                                       "aliases": ["alt.example.com", "www.example.com"]}
+    assert data["site_info"]["other.example.com"] == {"db_name": "otherdb", "profile": "minimal", "language": "fr",
+                                                      "aliases": ["x.other.example.com"]}
+    modules = data["site_packages"]["ex"]["modules"]
+    assert (modules["node"]["status"], modules["token"]["status"]) == (1, 0)
+    assert data["site_packages"]["ex"]["themes"]["olivero"]["status"] == 1
+    assert data["site_packages"]["ex"]["profiles"]["standard"]["status"] == 1
+    assert set(data["failed_sites"]) == {"bad.example.com", "evil.example.com"}
+    assert "drush pm:list failed" in data["failed_sites"]["bad.example.com"]
+    assert "not a site directory" in data["failed_sites"]["evil.example.com"]
+    assert "bad.example.com" not in data["site_packages"]
