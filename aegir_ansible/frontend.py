@@ -410,21 +410,28 @@ class Frontend:
         self.session.flush()
         return nid
 
-    def outstanding(self, nid: int, task_type: str) -> int | None:
-        """The queued task of this type on this object, if one waits (hosting_task_outstanding)."""
+    def outstanding(self, nid: int, task_type: str, running: bool = True) -> int | None:
+        """The queued (or, with `running`, running) task of this type on this object, if one
+        waits (hosting_task_outstanding)."""
+        statuses = [m.TASK_QUEUED, m.TASK_PROCESSING] if running else [m.TASK_QUEUED]
         return self.session.execute(
             select(m.Node.nid)
             .join(m.HostingTask, m.HostingTask.vid == m.Node.vid)
             .where(m.HostingTask.rid == nid, m.HostingTask.task_type == task_type,
-                   m.HostingTask.task_status.in_([m.TASK_QUEUED, m.TASK_PROCESSING]))
+                   m.HostingTask.task_status.in_(statuses))
             .order_by(m.Node.nid)
         ).scalar()
 
     def queue_verify(self, ref: str | int) -> int:
-        """Queue a verify of the object, as hostmaster does after a node edit, unless one is
-        already waiting: the nid of the verify task."""
+        """Queue a verify of the object, as hostmaster does after a node edit, unless a task
+        that writes everything of it from the database is already waiting (a verify, or a
+        site's install or import): the nid of that task."""
         ctx = self.find(ref)
-        return self.outstanding(ctx.nid, "verify") or self.add_task("verify", ctx.name)
+        for task_type in ("verify", "install", "import") if ctx.type == "site" else ("verify",):
+            waiting = self.outstanding(ctx.nid, task_type, running=False)
+            if waiting:
+                return waiting
+        return self.add_task("verify", ctx.name)
 
     # -- edits (a node edit without a new revision: the current revision's rows change) -------
 

@@ -29,6 +29,7 @@ from .base import (
     json_option,
     main,
     obj,
+    present,
     print_record,
     print_rows,
     read,
@@ -116,7 +117,7 @@ def _edited(fe: Frontend, ctx, no_verify: bool) -> dict:
 
 
 def _edit_text(r: dict) -> str:
-    return f"{r['type']} {r['name']} changed" + (f"; verify task {r['task']} queued" if r["task"] else "")
+    return f"{r['type']} {r['name']} changed" + (f"; task {r['task']} (queued) applies it" if r["task"] else "")
 
 
 def _filter(rows: list[dict], **wanted) -> list[dict]:
@@ -356,9 +357,15 @@ def server_show(name, as_json):
 
     record = read(show)
     if as_json:
+        record["inventory"] = present(record["inventory"], True)
         print_record(record, True)
         return
-    inventory = record.pop("inventory")
+    inventory = present(record.pop("inventory"), False)
+    record["services"] = " ".join(
+        f"{sv['service']}:{sv['type']}:{sv['port']}"
+        + (f" (restart: {sv['restart_cmd']})" if sv["restart_cmd"] else "")
+        for sv in record["services"])
+    record["ip_addresses"] = " ".join(record["ip_addresses"])
     print_record(record, False)
     if inventory:
         click.echo("inventory:")
