@@ -10,7 +10,8 @@ aegir_ansible.validation before touching the database). Either is one line on st
 unchanged (every command writes in one transaction that a refusal rolls back).
 
 Settings: an option given on the command line wins; else its environment variable
-(AEGIR_<COMMAND>_<OPTION>, e.g. AEGIR_SERVER_ADD_SSH_USER; the database URL is AEGIR_DB_URL);
+(AEGIR_<COMMAND>_<OPTION> after the option's long flag, e.g. AEGIR_SERVER_ADD_SSH_USER, set by
+apply_envvars(); the database URL is AEGIR_DB_URL, the config file AEGIR_CONFIG);
 else the config file (--config / AEGIR_CONFIG, else ~/.config/aegir/config.toml, else
 /etc/aegir/config.toml); else the option's default. docs/cli.md documents them.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 import tomllib
 import typing
@@ -325,6 +327,30 @@ def report(as_json: bool, text: str, **fields) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+# -- environment variables ----------------------------------------------------------------
+
+def envvar_name(command_path: tuple[str, ...], option: click.Option) -> str:
+    """AEGIR_<COMMAND>_<OPTION>, from the command's words and the option's (first) long flag:
+    `aegir server add --ssh-user` reads AEGIR_SERVER_ADD_SSH_USER."""
+    longs = [o for o in option.opts if o.startswith("--")] or [f"--{option.name}"]
+    words = [ENV_PREFIX, *command_path, longs[0][2:]]
+    return "_".join(re.sub(r"[^A-Za-z0-9]+", "_", w).upper() for w in words)
+
+
+def apply_envvars(group: click.Group, path: tuple[str, ...] = ()) -> None:
+    """Give every option of every command its environment variable (shown in --help), except
+    the per-command --db (AEGIR_DB_URL, read by the `aegir` group) and --version."""
+    for name, cmd in group.commands.items():
+        sub = (*path, name)
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.envvar is None and \
+                    param.name not in ("db_url", "version"):
+                param.envvar = envvar_name(sub, param)
+                param.show_envvar = True
+        if isinstance(cmd, click.Group):
+            apply_envvars(cmd, sub)
+
+
 # -- the config file ------------------------------------------------------------------------
 
 def config_paths() -> list[Path]:
@@ -372,8 +398,7 @@ def _config_db(root: click.Context) -> str | None:
     return db if isinstance(db, str) else None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"],
-                               "auto_envvar_prefix": ENV_PREFIX})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="aegir", message="%(prog)s %(version)s")
 @click.option("--db", "db_url", metavar="URL", default=None, envvar=ENV_VAR, show_envvar=True,
               help="SQLAlchemy URL of the Aegir database (default: the config file's `db_url`, "
