@@ -140,7 +140,10 @@ def queue_settings(assignments, server_name, pause, server_concurrency, as_json)
         if "=" not in a:
             raise BadUsage(f"--set {a!r} is not NAME=VALUE")
         name, value = a.split("=", 1)
-        set_setting(c.engine, name.strip(), value.strip())
+        try:
+            set_setting(c.engine, name.strip(), value.strip())
+        except InputError as exc:  # an unknown name or a bad value: bad usage
+            raise BadUsage(str(exc)) from None
     if (pause is not None or server_concurrency is not None) and not server_name:
         raise BadUsage("--pause/--resume/--server-concurrency need --server NAME")
     if server_name:
