@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from . import defaults
@@ -23,13 +23,17 @@ from .tasks import TASK_TYPES
 from .validation import (
     InputError,
     check_abs_path,
+    check_command_argv,
     check_context_name,
+    check_cron_interval,
     check_fastcgi,
     check_host_address,
+    check_ip_address,
     check_language,
     check_listen_address,
     check_port,
     check_profile,
+    check_title,
     check_unix_name,
     normalize_hostname,
 )
@@ -167,7 +171,6 @@ class Frontend:
         db_host: str | None = None,
         queue_verify: bool = True,
     ) -> int:
-        import ipaddress
         import json
 
         title = normalize_hostname(hostname, "server hostname")
@@ -178,25 +181,12 @@ class Frontend:
             raise InputError(f"unknown db service {db!r} (one of {', '.join(DB_TYPES)})")
         if db and not db_user:
             raise InputError("a db service needs its admin user (--db-user)")
-        for ip in ip_addresses:
-            try:
-                ipaddress.ip_address(ip)
-            except ValueError:
-                raise InputError(f"{ip!r} is not an IP address") from None
-        if address is not None:
-            check_host_address(address)
-        check_abs_path(aegir_root, "aegir root")
-        check_unix_name(script_user, "script user")
-        check_unix_name(web_group, "web group")
-        if not local:
-            check_unix_name(ssh_user, "ssh user")
-        for port, what in ((http_port, "http port"), (db_port, "db port"), (ssh_port, "ssh port")):
-            check_port(port, what)
-        check_fastcgi(php_fastcgi)
-        check_listen_address(http_listen_address)
-        for cmd, what in ((http_test_cmd, "http test command"), (http_reload_cmd, "http reload command")):
-            if cmd is not None and (not cmd or not all(isinstance(a, str) and a for a in cmd)):
-                raise InputError(f"{what} must be a non-empty list of arguments")
+        ip_addresses = tuple(check_ip_address(ip) for ip in ip_addresses)
+        _check_server_settings(
+            address=address, aegir_root=aegir_root, script_user=script_user, web_group=web_group,
+            ssh_user=None if local else ssh_user, http_port=http_port, db_port=db_port,
+            ssh_port=ssh_port, php_fastcgi=php_fastcgi, http_listen_address=http_listen_address,
+            http_test_cmd=http_test_cmd, http_reload_cmd=http_reload_cmd)
 
         now = int(time.time())
         nid, vid = self._new_node("server", title, now)
@@ -241,9 +231,7 @@ class Frontend:
         makefile: str = "",
         queue_verify: bool = True,
     ) -> int:
-        title = (title or "").strip()
-        if not title or len(title) > 255 or "\n" in title:
-            raise InputError("platform title must be one line of 1 to 255 characters")
+        title = check_title(title, "platform title")
         name = name or platform_context_name(title)
         root = check_abs_path(root, "platform root")
         web = self.find(server, types=("server",))
@@ -348,8 +336,7 @@ class Frontend:
         uri = normalize_hostname(uri, "site uri")
         check_profile(profile)
         language = check_language(language)
-        if cron_interval < 0:
-            raise InputError("cron interval must be 0 (off) or a number of seconds")
+        check_cron_interval(cron_interval)
         plat = self.find(platform, types=("platform",))
         if plat.status == m.PLATFORM_LOCKED:
             raise InputError(f"platform {plat.name!r} is locked: no new sites on it")
@@ -422,3 +409,335 @@ class Frontend:
             self.session.add(m.HostingTaskArgument(vid=vid, nid=nid, name=key, value=value))
         self.session.flush()
         return nid
+
+    def outstanding(self, nid: int, task_type: str, running: bool = True) -> int | None:
+        """The queued (or, with `running`, running) task of this type on this object, if one
+        waits (hosting_task_outstanding)."""
+        statuses = [m.TASK_QUEUED, m.TASK_PROCESSING] if running else [m.TASK_QUEUED]
+        return self.session.execute(
+            select(m.Node.nid)
+            .join(m.HostingTask, m.HostingTask.vid == m.Node.vid)
+            .where(m.HostingTask.rid == nid, m.HostingTask.task_type == task_type,
+                   m.HostingTask.task_status.in_(statuses))
+            .order_by(m.Node.nid)
+        ).scalar()
+
+    def queue_verify(self, ref: str | int) -> int:
+        """Queue a verify of the object, as hostmaster does after a node edit, unless a task
+        that writes everything of it from the database is already waiting (a verify, or a
+        site's install or import): the nid of that task."""
+        ctx = self.find(ref)
+        for task_type in ("verify", "install", "import") if ctx.type == "site" else ("verify",):
+            waiting = self.outstanding(ctx.nid, task_type, running=False)
+            if waiting:
+                return waiting
+        return self.add_task("verify", ctx.name)
+
+    # -- edits (a node edit without a new revision: the current revision's rows change) -------
+
+    def server_settings(self, ref: str | int) -> tuple[Context, ServerSettings, bool]:
+        """A server and its connection settings: (context, settings, stored). A server this
+        backend did not create (hostmaster's) has no row: the defaults, not stored."""
+        ctx = self.find(ref, types=("server",))
+        row = self.session.get(ServerSettings, ctx.nid)
+        if row is not None:
+            return ctx, row, True
+        return ctx, _default_server_settings(ctx.nid), False
+
+    def set_server(self, ref: str | int, **changes) -> Context:
+        """Change a server's settings; only the given (not None) keys change.
+
+        Keys: local (bool), address, ssh_user, ssh_port, ssh_private_key_file,
+        python_interpreter, aegir_root, script_user, web_group, http_listen_address,
+        http_test_cmd / http_reload_cmd (argv lists, [] = the service's default),
+        php_fastcgi, db_grant_host, db_host (for the optional ones "" = the default),
+        http_port, db_port, db_user, db_password, ip_addresses (the whole list)."""
+        import json
+
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(changes) - SERVER_SETTING_KEYS
+        if unknown:
+            raise InputError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
+        ctx, row, stored = self.server_settings(ref)
+        services = self._services(ctx.vid)
+        local = changes.pop("local", None)
+        if local is not None:
+            row.connection = "local" if local else "ssh"
+        for key in ("address", "ssh_private_key_file", "db_grant_host", "db_host"):
+            if key in changes:
+                value = changes.pop(key).strip()
+                if value and key in ("address", "db_grant_host", "db_host"):
+                    check_host_address(value, key.replace("_", " "))
+                setattr(row, key, value or None)
+        for key in ("http_test_cmd", "http_reload_cmd"):
+            if key in changes:
+                cmd = changes.pop(key)
+                if cmd:
+                    check_command_argv(cmd, key.replace("_cmd", " command").replace("_", " "))
+                setattr(row, key, json.dumps(cmd) if cmd else None)
+        ips = changes.pop("ip_addresses", None)
+        http_port, db_port = changes.pop("http_port", None), changes.pop("db_port", None)
+        db_user, db_password = changes.pop("db_user", None), changes.pop("db_password", None)
+        if http_port is not None and "http" not in services:
+            raise InputError(f"server {ctx.name!r} has no http service")
+        if (db_port, db_user, db_password) != (None, None, None) and "db" not in services:
+            raise InputError(f"server {ctx.name!r} has no db service")
+        if db_user is not None and not db_user:
+            raise InputError("a db service needs its admin user (--db-user)")
+        for key, value in changes.items():
+            setattr(row, key, value.rstrip("/") if key == "aegir_root" else value)
+        _check_server_settings(
+            address=row.address, aegir_root=row.aegir_root, script_user=row.script_user,
+            web_group=row.web_group, ssh_user=None if row.connection == "local" else row.ssh_user,
+            ssh_port=row.ssh_port, php_fastcgi=row.php_fastcgi,
+            http_listen_address=row.http_listen_address,
+            http_port=http_port if http_port is not None else defaults.HTTP_PORT,
+            db_port=db_port if db_port is not None else defaults.DB_PORT)
+        if not stored:
+            self.session.add(row)
+        for service, port in (("http", http_port), ("db", db_port)):
+            if port is not None:
+                svc = self.session.execute(select(m.HostingService).where(
+                    m.HostingService.vid == ctx.vid, m.HostingService.service == service)).scalar_one()
+                svc.port = port
+        if db_user is not None or db_password is not None:
+            dbs = self.session.get(m.HostingDbServer, ctx.vid)
+            if dbs is None:
+                dbs = m.HostingDbServer(vid=ctx.vid, nid=ctx.nid, db_user="", db_passwd="")
+                self.session.add(dbs)
+            if db_user is not None:
+                dbs.db_user = db_user
+            if db_password is not None:
+                dbs.db_passwd = db_password
+        if ips is not None:
+            clean = list(dict.fromkeys(check_ip_address(ip) for ip in ips))
+            self.session.execute(delete(m.HostingIpAddress).where(m.HostingIpAddress.nid == ctx.nid))
+            for ip in clean:
+                self.session.add(m.HostingIpAddress(nid=ctx.nid, ip_address=ip))
+        self._touch(ctx)
+        self.session.flush()
+        return ctx
+
+    def set_platform(self, ref: str | int, *, title: str | None = None,
+                     makefile: str | None = None, root: str | None = None,
+                     server: str | None = None) -> Context:
+        """Change a platform. Its root and web server only before its first verify: hostmaster's
+        form offers them only when the platform is created (its codebase is there after)."""
+        ctx = self.find(ref, types=("platform",))
+        row = self.session.get(m.HostingPlatform, ctx.vid)
+        if (root is not None or server is not None) and (row.verified or self._has_run(ctx.nid)):
+            raise InputError(f"platform {ctx.name!r} was verified: its root and web server no "
+                             "longer change (add a new platform and migrate its sites)")
+        if title is not None:
+            self._retitle(ctx, check_title(title, "platform title"))
+        if makefile is not None:
+            row.makefile = makefile
+        if root is not None:
+            row.publish_path = check_abs_path(root, "platform root")
+        if server is not None:
+            web = self.find(server, types=("server",))
+            if "http" not in self._services(web.vid):
+                raise InputError(f"server {web.name!r} has no http service")
+            row.web_server = web.nid
+        self._touch(ctx)
+        self.session.flush()
+        return ctx
+
+    def set_site(self, ref: str | int, *, aliases=None, add_aliases=(), remove_aliases=(),
+                 redirection: str | None = None, cron_interval: int | None = None,
+                 profile: str | None = None, client: str | None = None) -> Context:
+        """Change a site: its aliases (`aliases` replaces the custom ones; or add/remove some),
+        redirection ("" = none), cron interval, install profile, client."""
+        ctx = self.find(ref, types=("site",))
+        row = self.session.get(m.HostingSite, ctx.vid)
+        alias_rows = self.session.execute(select(m.HostingSiteAlias).where(
+            m.HostingSiteAlias.vid == ctx.vid)).scalars().all()
+        custom = [a.alias for a in alias_rows if not a.automatic]
+        automatic = [a.alias for a in alias_rows if a.automatic]
+        current_redirect = next((a.redirection for a in alias_rows
+                                 if a.redirection and a.redirection != "0"), "")
+        new_custom = list(custom if aliases is None else aliases)
+        removed = {normalize_hostname(a, "alias") for a in remove_aliases}
+        missing = removed - set(custom) - set(automatic)
+        if missing:
+            raise InputError(f"site {ctx.name!r} has no alias {', '.join(sorted(missing))}")
+        new_custom = [a for a in [*new_custom, *add_aliases]
+                      if normalize_hostname(a, "alias") not in removed]
+        new_automatic = [a for a in automatic if a not in removed]
+        redirect_in = current_redirect if redirection is None else redirection
+        if redirect_in and redirection is None and redirect_in != ctx.title and \
+                redirect_in not in [*new_custom, *new_automatic]:
+            redirect_in = ""  # its target alias was removed: no redirection, as hostmaster
+        clean, redirect = self._check_aliases(ctx.title, [*new_custom, *new_automatic],
+                                              redirect_in or None, own_uri=ctx.title)
+        self.session.execute(delete(m.HostingSiteAlias).where(m.HostingSiteAlias.vid == ctx.vid))
+        auto = {normalize_hostname(a, "alias") for a in new_automatic}
+        for alias in clean:
+            self.session.add(m.HostingSiteAlias(vid=ctx.vid, nid=ctx.nid, alias=alias,
+                                                automatic=1 if alias in auto else 0,
+                                                redirection=redirect))
+        if cron_interval is not None:
+            check_cron_interval(cron_interval)
+            settings = self.session.get(SiteSettings, ctx.nid)
+            if settings is None:
+                self.session.add(SiteSettings(nid=ctx.nid, cron_interval=cron_interval))
+            else:
+                settings.cron_interval = cron_interval
+        now = int(time.time())
+        if profile is not None:
+            row.profile = self._profile_nid(check_profile(profile), now)
+        if client is not None:
+            row.client = self._client_nid(client, now) if client else 0
+        self._touch(ctx)
+        self.session.flush()
+        return ctx
+
+    def _touch(self, ctx: Context) -> None:
+        now = int(time.time())
+        node = self.session.get(m.Node, ctx.nid)
+        node.changed = now
+        rev = self.session.get(m.NodeRevision, ctx.vid)
+        if rev is not None:
+            rev.timestamp = now
+
+    def _retitle(self, ctx: Context, title: str) -> None:
+        self.session.get(m.Node, ctx.nid).title = title
+        rev = self.session.get(m.NodeRevision, ctx.vid)
+        if rev is not None:
+            rev.title = title
+
+    def _has_run(self, nid: int) -> bool:
+        """Whether any task on the object ever started (hostmaster's or this backend's)."""
+        return self.session.execute(
+            select(m.HostingTask.nid).where(
+                m.HostingTask.rid == nid,
+                m.HostingTask.task_status.not_in([m.TASK_QUEUED]) | (m.HostingTask.executed > 0))
+            .limit(1)
+        ).first() is not None
+
+    # -- delete --------------------------------------------------------------------------
+
+    def dependants(self, ctx: Context) -> list[str]:
+        """What still uses the object: live sites of a platform; live platforms on a web
+        server and live sites on a db server."""
+        out: list[str] = []
+        name_of = select(m.HostingContext.nid, m.HostingContext.name).subquery()
+        if ctx.type in ("platform", "server"):
+            col = m.HostingSite.platform if ctx.type == "platform" else m.HostingSite.db_server
+            out += [f"site {n}" for n in self.session.execute(
+                select(m.Node.title).join(m.HostingSite, m.HostingSite.vid == m.Node.vid)
+                .where(col == ctx.nid, m.HostingSite.status != m.SITE_DELETED)
+                .order_by(m.Node.nid)).scalars()]
+        if ctx.type == "server":
+            out = [f"{d} (its db server)" for d in out]
+            out += [f"platform {n}" for n in self.session.execute(
+                select(name_of.c.name).join(m.Node, m.Node.nid == name_of.c.nid)
+                .join(m.HostingPlatform, m.HostingPlatform.vid == m.Node.vid)
+                .where(m.HostingPlatform.web_server == ctx.nid,
+                       m.HostingPlatform.status != m.PLATFORM_DELETED)
+                .order_by(m.Node.nid)).scalars()]
+        return out
+
+    def delete(self, ref: str | int, *, types=("server", "platform", "site")) -> tuple[str, int | None]:
+        """Delete a server, platform or site as hostmaster does: refused while something uses
+        it, or while an enabled site is not disabled first (hosting_require_disable_before_delete);
+        a delete task is queued when the object may exist on servers (it was verified, or a task
+        of it ever started). One nothing ever ran for exists only here: its queued tasks are
+        cancelled and it is marked deleted at once. Returns ("queued", task nid) or
+        ("deleted", None)."""
+        ctx = self.find(ref, types=types)
+        deps = self.dependants(ctx)
+        if deps:
+            raise InputError(f"{ctx.type} {ctx.name!r} is still used by: {', '.join(deps[:10])}"
+                             + (f" and {len(deps) - 10} more" if len(deps) > 10 else "")
+                             + ": delete or migrate those first")
+        waiting = self.outstanding(ctx.nid, "delete")
+        if waiting:
+            raise InputError(f"{ctx.type} {ctx.name!r} has a delete task already: task {waiting}")
+        if ctx.type == "site" and ctx.status == m.SITE_ENABLED:
+            raise InputError(f"site {ctx.name!r} is enabled: disable it first "
+                             f"(aegir task add disable {ctx.name}), as hostmaster requires")
+        model = {"server": m.HostingServer, "platform": m.HostingPlatform,
+                 "site": m.HostingSite}[ctx.type]
+        row = self.session.get(model, ctx.vid)
+        if row.verified or self._has_run(ctx.nid):
+            return "queued", self.add_task("delete", ctx.name)
+        now = int(time.time())
+        for task_nid, task_vid in self.session.execute(
+            select(m.Node.nid, m.Node.vid).join(m.HostingTask, m.HostingTask.vid == m.Node.vid)
+            .where(m.HostingTask.rid == ctx.nid, m.HostingTask.task_status == m.TASK_QUEUED)
+        ).all():
+            self.session.execute(update(m.HostingTask).where(m.HostingTask.vid == task_vid)
+                                 .values(task_status=m.TASK_WARNING))
+            self.session.add(m.HostingTaskLog(vid=task_vid, nid=task_nid, type="warning",
+                                              message="Task was cancelled.", error="",
+                                              timestamp=now))
+        row.status = {"server": m.SERVER_DELETED, "platform": m.PLATFORM_DELETED,
+                      "site": m.SITE_DELETED}[ctx.type]
+        self.session.execute(delete(m.HostingContext).where(m.HostingContext.nid == ctx.nid))
+        self._touch(ctx)
+        self.session.flush()
+        return "deleted", None
+
+    # -- retry ---------------------------------------------------------------------------
+
+    def retry_task(self, nid: int) -> int:
+        """Queue a finished task again as hosting_task_retry() does: a new revision of the same
+        task node, QUEUED, with its arguments and a `queue` log line (the old revision keeps
+        its status and log). Refused while it is queued or running, or when its target is
+        deleted. Returns the new revision's vid."""
+        from .queue.revisions import requeue
+
+        node = self.session.get(m.Node, nid)
+        if node is None or node.type != "task":
+            raise InputError(f"no task {nid}")
+        t = self.session.get(m.HostingTask, node.vid)
+        if t.task_status in (m.TASK_QUEUED, m.TASK_PROCESSING):
+            raise InputError(f"task {nid} is {m.TaskStatus.label_of(t.task_status)}: "
+                             "only a finished task is retried")
+        self.find(t.rid)  # refused when the target is gone or deleted
+        tt = TASK_TYPES.get(t.task_type or "")
+        if tt is None:
+            raise InputError(f"task {nid} has an unknown type {t.task_type!r}")
+        self.session.flush()
+        return requeue(self.session.connection(), nid, time.time(),
+                       "The task is being retried and has been added to the hosting queue again")
+
+
+SERVER_SETTING_KEYS = frozenset({
+    "local", "address", "ssh_user", "ssh_port", "ssh_private_key_file", "python_interpreter",
+    "aegir_root", "script_user", "web_group", "http_listen_address", "http_test_cmd",
+    "http_reload_cmd", "php_fastcgi", "db_grant_host", "db_host", "http_port", "db_port",
+    "db_user", "db_password", "ip_addresses",
+})
+
+
+def _default_server_settings(nid: int) -> ServerSettings:
+    """The settings the inventory uses for a server without a row (the columns' defaults)."""
+    return ServerSettings(
+        nid=nid, connection="ssh", address=None, ssh_user=defaults.SSH_USER,
+        ssh_port=defaults.SSH_PORT, ssh_private_key_file=None,
+        python_interpreter=defaults.PYTHON_INTERPRETER, aegir_root=defaults.AEGIR_ROOT,
+        script_user=defaults.SCRIPT_USER, web_group=defaults.WEB_GROUP,
+        http_listen_address=defaults.HTTP_LISTEN_ADDRESS, http_test_cmd=None,
+        http_reload_cmd=None, php_fastcgi=defaults.PHP_FASTCGI, db_grant_host=None, db_host=None)
+
+
+def _check_server_settings(*, address, aegir_root, script_user, web_group, ssh_user, ssh_port,
+                           php_fastcgi, http_listen_address, http_port, db_port,
+                           http_test_cmd=None, http_reload_cmd=None) -> None:
+    """The checks of a server's settings, shared by add and set (ssh_user None: local)."""
+    if address is not None:
+        check_host_address(address)
+    check_abs_path(aegir_root, "aegir root")
+    check_unix_name(script_user, "script user")
+    check_unix_name(web_group, "web group")
+    if ssh_user is not None:
+        check_unix_name(ssh_user, "ssh user")
+    for port, what in ((http_port, "http port"), (db_port, "db port"), (ssh_port, "ssh port")):
+        check_port(port, what)
+    check_fastcgi(php_fastcgi)
+    check_listen_address(http_listen_address)
+    for cmd, what in ((http_test_cmd, "http test command"), (http_reload_cmd, "http reload command")):
+        if cmd is not None:
+            check_command_argv(cmd, what)

@@ -89,7 +89,7 @@ def sites(session: Session, include_deleted: bool = False) -> list[dict]:
 
 
 def tasks(session: Session, status: int | None = None, limit: int = 50,
-          target: int | None = None) -> list[dict]:
+          target: int | None = None, task_type: str | None = None) -> list[dict]:
     target_ctx = select(m.HostingContext.nid, m.HostingContext.name).subquery()
     q = (
         select(m.Node.nid, m.Node.vid, m.HostingTask.task_type, target_ctx.c.name,
@@ -105,6 +105,8 @@ def tasks(session: Session, status: int | None = None, limit: int = 50,
         q = q.where(m.HostingTask.task_status == status)
     if target is not None:
         q = q.where(m.HostingTask.rid == target)
+    if task_type is not None:
+        q = q.where(m.HostingTask.task_type == task_type)
     return [
         {"nid": nid, "vid": vid, "type": type_, "target": name or f"#{rid}",
          "status": m.TaskStatus.label_of(st), "executed": executed or 0,

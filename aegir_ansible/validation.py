@@ -140,3 +140,33 @@ def check_listen_address(value: str) -> str:
     if not rules.is_listen_address(value):
         raise InputError(f"listen address {value!r} must be '*', an IP address or a host name")
     return value
+
+
+def check_ip_address(value: str) -> str:
+    """An IPv4 or IPv6 address (hosting_ip_addresses), in its canonical form."""
+    try:
+        return str(ipaddress.ip_address((value or "").strip()))
+    except ValueError:
+        raise InputError(f"{value!r} is not an IP address") from None
+
+
+def check_cron_interval(value: int) -> int:
+    """Seconds between a site's cron runs; 0 turns its cron off."""
+    if int(value) < 0:
+        raise InputError("cron interval must be 0 (off) or a number of seconds")
+    return int(value)
+
+
+def check_title(value: str, what: str = "title") -> str:
+    """A node title: one line of 1 to 255 characters (node.title is varchar(255))."""
+    title = (value or "").strip()
+    if not title or len(title) > 255 or "\n" in title or "\r" in title:
+        raise InputError(f"{what} must be one line of 1 to 255 characters")
+    return title
+
+
+def check_command_argv(value, what: str) -> list[str]:
+    """A command as a non-empty list of non-empty string arguments (never a shell line)."""
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) and a for a in value):
+        raise InputError(f"{what} must be a non-empty list of arguments")
+    return value

@@ -26,7 +26,20 @@ from aegir_ansible.queue.database import QueueError
 from aegir_ansible.queue.worker import Worker, until_reachable
 from aegir_ansible.validation import InputError
 
-from .base import db_option, fail, main, obj, print_rows
+from .base import (
+    BadUsage,
+    complete_servers,
+    complete_task_ids,
+    db_option,
+    echo_json,
+    fail,
+    iso_time,
+    json_option,
+    main,
+    obj,
+    print_rows,
+    report,
+)
 from .hosting import task
 
 
@@ -116,7 +129,7 @@ def queue_status(as_json):
 @queue.command("settings")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=VALUE",
               help="Change a global setting (repeat).")
-@click.option("--server", "server_name", metavar="NAME",
+@click.option("--server", "server_name", metavar="NAME", shell_complete=complete_servers,
               help="Change this server's queue (with --pause/--resume/--server-concurrency).")
 @click.option("--pause/--resume", "pause", default=None, help="Pause or resume --server's queue.")
 @click.option("--server-concurrency", type=int, default=None,
@@ -129,11 +142,14 @@ def queue_settings(assignments, server_name, pause, server_concurrency, as_json)
     c.require_schema()
     for a in assignments:
         if "=" not in a:
-            raise InputError(f"--set {a!r} is not NAME=VALUE")
+            raise BadUsage(f"--set {a!r} is not NAME=VALUE")
         name, value = a.split("=", 1)
-        set_setting(c.engine, name.strip(), value.strip())
+        try:
+            set_setting(c.engine, name.strip(), value.strip())
+        except InputError as exc:  # an unknown name or a bad value: bad usage
+            raise BadUsage(str(exc)) from None
     if (pause is not None or server_concurrency is not None) and not server_name:
-        raise InputError("--pause/--resume/--server-concurrency need --server NAME")
+        raise BadUsage("--pause/--resume/--server-concurrency need --server NAME")
     if server_name:
         set_server(c.engine, server_name, paused=pause,
                    concurrency=server_concurrency if (server_concurrency or 0) >= 0 else None,
@@ -146,38 +162,48 @@ def queue_settings(assignments, server_name, pause, server_concurrency, as_json)
                    False)
 
 @task.command("cancel")
-@click.argument("nid", type=int)
+@click.argument("nid", type=int, shell_complete=complete_task_ids)
 @click.option("--wait", "wait", type=float, default=None, metavar="SECONDS",
               help="Wait up to this long until a running task has stopped.")
 @click.option("--force", is_flag=True,
               help="Mark a processing task no queue runner holds as cancelled.")
+@json_option
 @db_option
-def task_cancel(nid, wait, force):
-    """Cancel a queued task, or stop a running one (and every process it started)."""
+def task_cancel(nid, wait, force, as_json):
+    """Cancel a queued task, or stop a running one (and every process it started).
+
+    Exit status 1 when --wait ran out with the task still running."""
     c = obj()
     c.require_schema()
     what = cancel(c.engine, nid, force=force)
     if what == "cancelled":
-        click.echo(f"task {nid} cancelled")
+        report(as_json, f"task {nid} cancelled", nid=nid, result="cancelled",
+               status=TaskStatus.WARNING.label)
         return
-    click.echo(f"task {nid}: cancel requested; its runner stops it")
+    if not as_json:
+        click.echo(f"task {nid}: cancel requested; its runner stops it")
     if wait:
         deadline = time.time() + wait
         while time.time() < deadline:
             st = task_status(c.engine, nid)
             if st != TaskStatus.PROCESSING:
-                click.echo(f"task {nid} stopped: {TaskStatus.label_of(st)}")
+                report(as_json, f"task {nid} stopped: {TaskStatus.label_of(st)}", nid=nid,
+                       result="stopped", status=TaskStatus.label_of(st))
                 return
             time.sleep(0.5)
         fail(f"task {nid} still running after {wait:g} s")
+    if as_json:
+        echo_json({"nid": nid, "result": "requested", "status": TaskStatus.PROCESSING.label})
 
 @task.command("log")
-@click.argument("nid", type=int)
+@click.argument("nid", type=int, shell_complete=complete_task_ids)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the task ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines for scripts.")
 @db_option
 def task_log(nid, follow, as_json):
-    """Print a task's log (its current revision, as the frontend shows it)."""
+    """Print a task's log (its current revision, as the frontend shows it).
+
+    With --follow, the exit status is 1 when the task ended in error."""
     c = obj()
     c.require_schema()
     if task_status(c.engine, nid) is None:
@@ -192,31 +218,44 @@ def task_log(nid, follow, as_json):
         for line in lines:
             last = line["lid"]
             if as_json:
-                click.echo(json.dumps(line))
+                click.echo(json.dumps({**line, "timestamp": iso_time(line["timestamp"])}))
             else:
-                ts = datetime.fromtimestamp(line["timestamp"]).strftime("%H:%M:%S")
-                click.echo(f"{ts} [{line['type']}] {line['message']}")
-        if not follow or st not in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
+                click.echo(f"{_clock(line['timestamp'])} [{line['type']}] {line['message']}")
+        if not follow:
+            return
+        if st not in (TaskStatus.QUEUED, TaskStatus.PROCESSING):
+            if st == TaskStatus.ERROR:
+                fail(f"task {nid} failed")
             return
         time.sleep(1)
 
+
+def _clock(ts: int) -> str:
+    """A log line's local time: the clock time today, else with its date."""
+    when = datetime.fromtimestamp(ts)
+    if when.date() == datetime.now().date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
 @task.command("defer")
-@click.argument("nid", type=int)
+@click.argument("nid", type=int, shell_complete=complete_task_ids)
 @click.option("--delay", type=float, default=None, help="Seconds from now.")
 @click.option("--at", "at", default=None, help="Local time, ISO format (2030-01-31T02:00).")
+@json_option
 @db_option
-def task_defer(nid, delay, at):
+def task_defer(nid, delay, at, as_json):
     """Queue a task for later: it is not run before the given time."""
     if (delay is None) == (at is None):
-        raise InputError("give exactly one of --delay and --at")
+        raise BadUsage("give exactly one of --delay and --at")
     if at is not None:
         try:
             when = datetime.fromisoformat(at).timestamp()
         except ValueError:
-            raise InputError(f"--at {at!r} is not an ISO date/time") from None
+            raise BadUsage(f"--at {at!r} is not an ISO date/time") from None
     else:
         when = time.time() + delay
     c = obj()
     c.require_schema()
     defer(c.engine, nid, when)
-    click.echo(f"task {nid} not before {datetime.fromtimestamp(when).isoformat(timespec='seconds')}")
+    report(as_json, f"task {nid} not before {datetime.fromtimestamp(when).isoformat(timespec='seconds')}",
+           nid=nid, not_before=when)

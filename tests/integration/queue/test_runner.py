@@ -211,7 +211,7 @@ def test_cli(world):
     code, out = aegir("task", "log", str(t))
     assert "[warning] Task was cancelled." in out
     code, out = aegir("task", "cancel", str(t))
-    assert code == 2 and "not queued or running" in out
+    assert code == 1 and "not queued or running" in out  # refused: 1 (docs/cli.md)
 
 
 def test_an_idle_runner_starts_a_new_task_before_its_next_poll(world):
