@@ -196,6 +196,12 @@ class ActionModule(ActionBase):
             "platform_root": site["platform_root"], "aliases": site["aliases"], "state": state,
             "manage_sites_php": bool(args.get("sites_php", True)),
         }
+        # ~/clients/<client>/<uri> -> the site directory (provision's client symlink).
+        clients = common.check_path(v.get("aegir_clients_path", srv["aegir_root"] + "/clients"), "aegir_clients_path")
+        client = v.get("aegir_site_client", "") or ""
+        if client and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", client):
+            raise common.AegirValueError("client name %r is not usable as a directory name" % client[:80])
+        entry["clients"] = {"path": clients, "client": client}
         if state == "absent":
             return entry
         db_name = common.check_db_ident(v.get(["aegir_site_db_name"], ""), "database name")

@@ -276,12 +276,60 @@ class Runner(object):
             entry["uris"][uri] = (host, None if state == "absent" else set(site.get("aliases") or []))
         if state == "absent":
             if site.get("remove_site_dir", True):
+                self.client_links(host, uri, site_path, site.get("clients"), present=False)
                 self.remove_site_dir(host, site_path)
         else:
             self.write_site(host, site, site_path)
+            self.client_links(host, uri, site_path, site.get("clients"), present=True)
         vhost = site.get("vhost")
         if vhost:
             self.vhost(host, uri, vhost)
+
+    def client_links(self, host, uri, site_path, clients, present):
+        """provision's `<clients>/<client>/<uri>` symlink to the site directory: made for the
+        site's client (present), and removed wherever one of ours (a symlink pointing at this
+        site directory) is under another client or the site goes (absent). Anything else of
+        that name is left alone."""
+        if not clients or not clients.get("path"):
+            return
+        base = common.check_path(clients["path"], "clients path")
+        client = clients.get("client") or ""
+        if client in (".", "..") or "/" in client:
+            raise SiteError("client name %r is not usable as a directory name" % client)
+        want = os.path.join(base, client, uri) if present and client else None
+        if not os.path.isdir(base):
+            if want:
+                raise SiteError("clients directory %s does not exist: verify the server first" % base)
+            return
+        for name in sorted(os.listdir(base)):
+            link = os.path.join(base, name, uri)
+            if link == want or not os.path.islink(link):
+                continue
+            if os.readlink(link) == site_path:
+                self.note(host, "removed client symlink %s" % link)
+                if not self.check:
+                    os.unlink(link)
+        if not want:
+            return
+        cdir = os.path.dirname(want)
+        if os.path.islink(want):
+            if os.readlink(want) == site_path:
+                return
+            self.module.warn("%s: %s points elsewhere (%s): left in place" % (host, want, os.readlink(want)))
+            return
+        if os.path.lexists(want):
+            self.module.warn("%s: %s exists and is not a symlink: left in place" % (host, want))
+            return
+        if os.path.islink(cdir) or (os.path.lexists(cdir) and not os.path.isdir(cdir)):
+            raise SiteError("%s is not a directory" % cdir)
+        self.note(host, "created client symlink %s" % want)
+        if not self.check:
+            if not os.path.isdir(cdir):
+                os.mkdir(cdir, 0o750)
+                common.set_attrs(cdir, 0o750, self.uid, self.owner_gid)
+            os.symlink(site_path, want)
+            if self.uid != -1:
+                os.lchown(want, self.uid, self.owner_gid)
 
     def remove_site_dir(self, host, site_path):
         if os.path.islink(site_path):
@@ -318,6 +366,8 @@ class Runner(object):
                         existing.update(common.read_secrets(handle.read()))
                 except OSError as exc:
                     raise SiteError("cannot read %s: %s" % (full, exc))
+        if p["allow_new_secrets"] and not existing.get("db_password"):
+            self.refuse_installed(site, site_path)
         if not existing.get("db_password") and site.get("provision"):
             existing.update(self.provision_secrets(host, site, site_path))
         values = {}
@@ -362,6 +412,19 @@ class Runner(object):
             uid, gid = self.ids(spec)
             self.ensure_file(host, full, content.encode("utf-8"), _mode(spec.get("mode")), uid, gid,
                              secret=secret or bool(spec.get("secret")))
+
+    @staticmethod
+    def refuse_installed(site, site_path):
+        """Install (new secrets allowed) of a site whose directory already holds a site that
+        is not ours: refused before anything is written, as provision's install validate does."""
+        found = [name for name in ("settings.php", "drushrc.php")
+                 if os.path.lexists(os.path.join(site_path, name))]
+        if found:
+            raise SiteError(
+                "%s is already installed (%s holds %s, not written by this backend's install): "
+                "refusing to install over it. Nothing was changed: its files and database are "
+                "untouched. Verify the site to take it over, or import it."
+                % (site.get("uri"), site_path, " and ".join(found)))
 
     def provision_secrets(self, host, site, site_path):
         """The database password (and hash salt) of a site provision made: from its

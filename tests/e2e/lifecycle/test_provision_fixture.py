@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from aegir_ansible.db import make_engine, make_sessionmaker
 from aegir_ansible.db import models as m
-from tests.harness.provision import ProvisionInstall
+from tests.e2e.roles.helpers import settings_secret
+from tests.harness.provision import ProvisionInstall, write_hostmaster_site
 
 pytestmark = pytest.mark.e2e
 
@@ -236,14 +237,14 @@ def test_frontend_rows_match_the_disk(installs, frontend):
         assert n_sites == sum(1 for _ in _sites(installs)) == 10
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 point 1 (not yet): the backend's server verify "
-                   "replaces provision's server config, whose vhost.d/<uri> files it does not "
-                   "include, and a site verify cannot find credentials in a cloaked settings.php")
 def test_the_switch_keeps_every_site_serving(installs, tmp_path):
     """docs/migrating.md on this installation: hostmaster's rows, `aegir db init`, the servers'
     connection settings (step 5), then server, platform and site verifies run by the queue
-    with the real playbooks. Every site must serve as before. Runs last: it rewrites the
-    servers' Aegir config."""
+    with the real playbooks. Every site must serve as before, with the same data and the
+    credentials provision made (never regenerated), now from settings.php and vhosts in this
+    backend's format (provision's vhost files gone); redirections and disabled sites behave
+    as provision made them (the master's URL from hostmaster's own site); client symlinks and
+    cron jobs are in place. Runs last: it rewrites the servers' Aegir config."""
     from aegir_ansible import paths
     from aegir_ansible.db import init_schema
     from aegir_ansible.frontend import Frontend
@@ -258,6 +259,9 @@ def test_the_switch_keeps_every_site_serving(installs, tmp_path):
             nids = {}
             for inst in installs.values():
                 nids[inst] = inst.write_frontend(s)
+            nginx = installs["nginx"]
+            write_hostmaster_site(s, nginx.master_url, nids[nginx][nginx.platforms[0].context],
+                                  nids[nginx][nginx.db_context])
         assert init_schema(engine)["existing_aegir"]
         with Session() as s, s.begin():
             for inst, ids in nids.items():
@@ -293,5 +297,33 @@ def test_the_switch_keeps_every_site_serving(installs, tmp_path):
                         .order_by(m.HostingTaskLog.lid.desc())).scalars().first()
                     errors[f"{task_type} {target}"] = (last or "")[:200]
         assert before and all(v == (200, True) for v in before.values()), (before, errors)
+        assert not errors, errors
+        for inst, site in _sites(installs):
+            path = Path(site.site_path)
+            settings = (path / "settings.php").read_text()
+            # This backend's settings.php, with provision's password and database.
+            assert settings_secret(settings, "db_password") == site.db_passwd
+            assert f"'database' => '{site.db_name}'" in settings and "$_SERVER['db_name']" not in settings
+            assert stat.S_IMODE(os.stat(path / "settings.php").st_mode) == 0o440
+            vhost_d = inst.app_dir / "vhost.d"
+            assert not (vhost_d / site.uri).exists(), f"provision's vhost of {site.uri} is still there"
+            assert (vhost_d / f"{site.uri}.conf").is_file()
+            crontab = inst.server.crontab()
+            assert (f"aegir-cron: {site.uri}" in crontab) is site.enabled
+            if site.client:
+                assert os.readlink(inst.root / "clients" / site.client / site.uri) == site.site_path
+            # The data is provision's: the site's own user still logs in with its password.
+            assert inst.db.can_login(site.db_user, site.db_passwd, site.db_name)
+        for key, inst in installs.items():
+            sites = {s.uri.split(".")[0]: s for s in inst.platforms[0].sites}
+            redir = sites["redir"]
+            r = inst.server.request(f"old-redir.{key}.provision.test", "/node/1")
+            assert r.status == 301 and r.headers["location"] == f"http://{redir.redirection}/node/1", (key, r)
+            off = sites["off"]
+            for name in (off.uri, *off.aliases):
+                r = inst.server.request(name, "/")
+                assert r.status == 302, (key, name, r.status, r.body[:200])
+                assert r.headers["location"].startswith(
+                    f"{inst.master_url}/hosting/disabled/{off.uri}"), (key, r.headers)
     finally:
         engine.dispose()
