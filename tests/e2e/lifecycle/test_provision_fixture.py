@@ -237,6 +237,142 @@ def test_frontend_rows_match_the_disk(installs, frontend):
         assert n_sites == sum(1 for _ in _sites(installs)) == 10
 
 
+class _Backend:
+    """The hostmaster database of the installation, switched to this backend as
+    docs/migrating.md says (rows, `aegir db init`, the servers' connection settings), with a
+    queue runner over the real playbooks."""
+
+    def __init__(self, installs, tmp_path):
+        from aegir_ansible.db import init_schema
+
+        self.engine = make_engine(f"sqlite:///{tmp_path / 'hostmaster.sqlite'}")
+        m.AegirBase.metadata.create_all(self.engine)
+        self.Session = make_sessionmaker(self.engine)
+        with self.Session() as s, s.begin():
+            nids = {inst: inst.write_frontend(s) for inst in installs.values()}
+            nginx = installs["nginx"]
+            write_hostmaster_site(s, nginx.master_url, nids[nginx][nginx.platforms[0].context],
+                                  nids[nginx][nginx.db_context])
+        assert init_schema(self.engine)["existing_aegir"]
+        with self.Session() as s, s.begin():
+            for inst, ids in nids.items():
+                inst.write_backend_settings(s, ids)
+
+    def queue(self, task_type: str, *targets: str) -> None:
+        from aegir_ansible.frontend import Frontend
+
+        with self.Session() as s, s.begin():
+            for target in targets:
+                Frontend(s).add_task(task_type, target)
+
+    def run(self) -> None:
+        from aegir_ansible import paths
+        from aegir_ansible.queue.worker import Worker
+
+        Worker(self.engine, once=True, install_signals=False, playbooks_dir=paths.playbooks_dir()).run()
+
+    def outcomes(self) -> dict[str, tuple[int, str]]:
+        """'<type> <target>' -> (task status, its last error message)."""
+        out = {}
+        with self.Session() as s:
+            for nid, task_type, target, status in s.execute(
+                    select(m.HostingTask.nid, m.HostingTask.task_type, m.HostingContext.name,
+                           m.HostingTask.task_status)
+                    .join(m.Node, m.Node.vid == m.HostingTask.vid)
+                    .join(m.HostingContext, m.HostingContext.nid == m.HostingTask.rid)
+                    .order_by(m.HostingTask.nid)):
+                if f"{task_type} {target}" in out:
+                    continue  # the first task of that type (those queued by the test)
+                errors = s.execute(select(m.HostingTaskLog.message).where(
+                    m.HostingTaskLog.nid == nid, m.HostingTaskLog.type == "error")
+                    .order_by(m.HostingTaskLog.lid)).scalars().all()
+                out[f"{task_type} {target}"] = (status, "\n".join(errors))
+        return out
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _snapshot(inst, site) -> dict:
+    """What a failed task must leave as it was: the site's files, its vhost, the crontab."""
+    path = Path(site.site_path)
+    out = {name: (path / name).read_bytes() for name in ("settings.php", "drushrc.php")}
+    out["vhost"] = (inst.app_dir / "vhost.d" / site.uri).read_bytes()
+    out["vhost.conf"] = (inst.app_dir / "vhost.d" / f"{site.uri}.conf").exists()
+    out["cron"] = f"aegir-cron: {site.uri}" in inst.server.crontab()
+    out["dirs"] = sorted(p.name for p in path.iterdir())
+    return out
+
+
+def _tables(inst, site) -> int:
+    return inst.db.query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                         site.db_name)[0][0]
+
+
+DESTRUCTIVE_ADVICE = ("run the install", "reinstall", "delete the site", "drop the database")
+
+
+def test_install_of_a_provision_site_is_refused_and_drops_nothing(installs, tmp_path):
+    """Install on a site provision installed: refused before anything is written (as
+    provision's install validate does), its data kept, no advice to do anything destructive."""
+    inst = installs["apache"]
+    site = inst.platforms[0].sites[0]
+    before = _snapshot(inst, site)
+    tables = _tables(inst, site)
+    assert tables > 0
+    backend = _Backend(installs, tmp_path)
+    try:
+        backend.queue("install", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"install {site.uri}"]
+    finally:
+        backend.close()
+    assert status == m.TASK_ERROR, message
+    assert "already installed" in message and "Nothing was changed" in message, message
+    assert not any(advice in message.lower() for advice in DESTRUCTIVE_ADVICE), message
+    assert site.db_passwd not in message
+    assert _snapshot(inst, site) == before
+    assert _tables(inst, site) == tables
+    assert inst.db.can_login(site.db_user, site.db_passwd, site.db_name)
+    status, body = inst.server.curl(site.uri)
+    assert status == 200 and f"Database: {site.db_name}" in body
+
+
+def test_a_failed_verify_changes_nothing(installs, tmp_path):
+    """A provision site whose drushrc.php names another database: its verify is refused (the
+    credentials are not proven to be the site's), and nothing is written: no settings.php,
+    no vhost, no cron job, provision's files as they were; the message advises nothing
+    destructive. Put right, the next verify takes the site over."""
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("plain."))
+    drushrc = Path(site.site_path) / "drushrc.php"
+    original = drushrc.read_text()
+    tampered = original.replace(f"$options['db_name'] = '{site.db_name}';", "$options['db_name'] = 'otherdb';")
+    assert tampered != original
+    os.chmod(drushrc, 0o640)
+    drushrc.write_text(tampered)
+    os.chmod(drushrc, 0o440)
+    backend = _Backend(installs, tmp_path)
+    try:
+        before = _snapshot(inst, site)
+        links = sorted(os.listdir(inst.root / "clients" / site.client))
+        backend.queue("verify", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {site.uri}"]
+        # failed (and, verify being safe to repeat, queued again for a later attempt)
+        assert status in (m.TASK_ERROR, m.TASK_QUEUED), message
+        assert "otherdb" in message and "Nothing was changed" in message, message
+        assert not any(advice in message.lower() for advice in DESTRUCTIVE_ADVICE), message
+        assert _snapshot(inst, site) == before
+        assert sorted(os.listdir(inst.root / "clients" / site.client)) == links
+    finally:
+        os.chmod(drushrc, 0o640)
+        drushrc.write_text(original)
+        os.chmod(drushrc, 0o440)
+        backend.close()
+    assert inst.server.curl(site.uri)[0] == 200
+
+
 def test_the_switch_keeps_every_site_serving(installs, tmp_path):
     """docs/migrating.md on this installation: hostmaster's rows, `aegir db init`, the servers'
     connection settings (step 5), then server, platform and site verifies run by the queue
