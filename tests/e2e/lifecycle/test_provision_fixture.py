@@ -257,6 +257,7 @@ class _Backend:
         with self.Session() as s, s.begin():
             for inst, ids in nids.items():
                 inst.write_backend_settings(s, ids)
+        self.nids = nids
 
     def queue(self, task_type: str, *targets: str) -> None:
         from aegir_ansible.frontend import Frontend
@@ -463,3 +464,60 @@ def test_the_switch_keeps_every_site_serving(installs, tmp_path):
                     f"{inst.master_url}/hosting/disabled/{off.uri}"), (key, r.headers)
     finally:
         engine.dispose()
+
+
+def test_hostmaster_restart_cmd_reloads_the_web_server(installs, tmp_path):
+    """hosting_service.restart_cmd (hostmaster's `sudo <command>`) is the web server's reload
+    command when the backend's own settings name none: split into an argv list (sudo dropped
+    when connecting as root), run by the vhost writes; a line that is not a plain command is
+    refused and the server verify fails without writing anything. Runs after the switch."""
+    from aegir_ansible.db.backend import ServerSettings
+    from aegir_ansible.inventory import build_inventory
+
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("plain."))
+    mark = tmp_path / "reloaded"
+    script = tmp_path / "reload.sh"
+    script.write_text(f"#!/bin/sh\necho reloaded >> {mark}\nexec {inst.server.http_reload_cmd[0]}\n")
+    os.chmod(script, 0o755)
+    os.chmod(tmp_path, 0o755)
+    backend = _Backend(installs, tmp_path)
+    nid = backend.nids[inst][inst.server_context]
+
+    def set_restart(cmd):
+        with backend.Session() as s, s.begin():
+            s.get(ServerSettings, nid).http_reload_cmd = None
+            service = s.execute(select(m.HostingService).join(m.Node, m.Node.vid == m.HostingService.vid)
+                                .where(m.HostingService.nid == nid, m.HostingService.service == "http")).scalar_one()
+            service.restart_cmd = cmd
+        with backend.Session() as s:
+            return build_inventory(s).hosts[inst.server_context]
+
+    try:
+        hv = set_restart(f"sudo {script}")
+        as_root = inst.server.ssh_user == "root"
+        assert hv["aegir_http_reload_cmd"] == ([str(script)] if as_root else ["sudo", str(script)])
+        assert "aegir_http_restart_cmd_error" not in hv
+        vhost = inst.app_dir / "vhost.d" / f"{site.uri}.conf"
+        os.chmod(vhost, 0o644)
+        vhost.write_text(vhost.read_text() + "# tampered\n")
+        backend.queue("verify", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {site.uri}"]
+        assert status == m.TASK_SUCCESS, message
+        assert "# tampered" not in vhost.read_text()
+        assert mark.read_text().count("reloaded") == 1
+        assert inst.server.curl(site.uri)[0] == 200
+
+        hv = set_restart(f"sudo {script}; touch {tmp_path}/owned")
+        assert "not a plain command" in hv["aegir_http_restart_cmd_error"]
+        conf = inst.own_config / "nginx.conf"
+        before = conf.read_bytes()
+        backend.queue("verify", inst.server_context)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {inst.server_context}"]
+        assert status in (m.TASK_ERROR, m.TASK_QUEUED) and "not a plain command" in message, message
+        assert conf.read_bytes() == before
+        assert not (tmp_path / "owned").exists()
+    finally:
+        backend.close()
