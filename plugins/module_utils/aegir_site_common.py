@@ -182,8 +182,10 @@ def replace_secrets(text, replacement, names=None):
 
 
 def mask_secrets(text):
-    """Replace the value on every secret line, for diffs and logs."""
-    return replace_secrets(text, "'********'")
+    """Replace the value on every secret line, for diffs and logs (and the hash salt of a
+    settings.php provision wrote, which has no marker)."""
+    text = replace_secrets(text, "'********'")
+    return _HASH_SALT.sub(lambda mo: mo.group(0).replace(mo.group(1), "********") if mo.group(1) else mo.group(0), text)
 
 
 class FileLock(object):
@@ -321,3 +323,11 @@ def provision_vhost_credentials(text):
     for key, value in _NGINX_ENV.findall(text) + _APACHE_ENV.findall(text):
         found.setdefault(key, unquote_plus(value))
     return found
+
+
+_PROVISION_SECRET_LINE = re.compile(r"^(\s*(?:fastcgi_param|SetEnv)\s+db_passwd\s+)\S*?(;?\s*)$", re.M | re.I)
+
+
+def mask_provision_secrets(text):
+    """A provision vhost with its db_passwd values masked, for diffs."""
+    return _PROVISION_SECRET_LINE.sub(lambda mo: mo.group(1) + "********" + mo.group(2), text)

@@ -507,7 +507,8 @@ class Runner(object):
             self.note(host, "removed provision's vhost %s" % legacy["path"])
             if self.want_diff:
                 self.diffs.append({"before_header": legacy["path"], "after_header": legacy["path"],
-                                   "before": legacy["old"].decode("utf-8", "replace"), "after": ""})
+                                   "before": common.mask_provision_secrets(legacy["old"].decode("utf-8", "replace")),
+                                   "after": ""})
             self.vhost_changes.append(legacy)
         if old == new:
             if new is not None:

@@ -313,6 +313,33 @@ def _tables(inst, site) -> int:
 DESTRUCTIVE_ADVICE = ("run the install", "reinstall", "delete the site", "drop the database")
 
 
+def test_check_diff_of_the_takeover_changes_nothing(installs, tmp_path, run_playbook):
+    """`verify.yml --check --diff` on a provision site (the inventory script on the switched
+    database): reports the takeover as changes, writes nothing, shows no password or salt."""
+    from tests.harness.ansible import REPO_ROOT
+
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("multi."))
+    before = _snapshot(inst, site)
+    settings = (Path(site.site_path) / "settings.php").read_text()
+    salt = settings.split("$settings['hash_salt'] = '", 1)[1].split("'", 1)[0]
+    backend = _Backend(installs, tmp_path)
+    try:
+        result = run_playbook("playbooks/verify.yml", REPO_ROOT / "playbooks" / "aegir_inventory.py",
+                              limit=site.uri, check=True, diff=True,
+                              env={"AEGIR_DB_URL": str(backend.engine.url)})
+    finally:
+        backend.close()
+    result.assert_ok()
+    assert result.stats[site.uri].changed >= 1
+    # The diff shows provision's vhost going, its password masked.
+    assert f"--- before: {inst.app_dir / 'vhost.d' / site.uri}\n" in result.stdout
+    assert "fastcgi_param db_passwd ********;" in result.stdout
+    assert site.db_passwd not in result.stdout + result.stderr
+    assert salt not in result.stdout + result.stderr
+    assert _snapshot(inst, site) == before
+
+
 def test_install_of_a_provision_site_is_refused_and_drops_nothing(installs, tmp_path):
     """Install on a site provision installed: refused before anything is written (as
     provision's install validate does), its data kept, no advice to do anything destructive."""
@@ -521,3 +548,33 @@ def test_hostmaster_restart_cmd_reloads_the_web_server(installs, tmp_path):
         assert not (tmp_path / "owned").exists()
     finally:
         backend.close()
+
+
+def test_client_symlinks_are_ours_only(installs, tmp_path):
+    """After the switch: verify keeps `~/clients/<client>/<uri>` pointing at the site, removes
+    a symlink of the site under another client (a client change: it points at the site) and
+    leaves anything else of that name alone (a symlink pointing elsewhere, a plain file)."""
+    inst = installs["apache"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("plain."))
+    clients = inst.root / "clients"
+    stale, foreign, plain_file = (clients / "former" / site.uri, clients / "foreign" / site.uri,
+                                  clients / "papers" / site.uri)
+    for link in (stale, foreign, plain_file):
+        link.parent.mkdir(exist_ok=True)
+    stale.symlink_to(site.site_path)
+    foreign.symlink_to(tmp_path)
+    plain_file.write_text("not a link\n")
+    backend = _Backend(installs, tmp_path)
+    try:
+        backend.queue("verify", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {site.uri}"]
+        assert status == m.TASK_SUCCESS, message
+        assert os.readlink(clients / site.client / site.uri) == site.site_path
+        assert not stale.is_symlink()
+        assert os.readlink(foreign) == str(tmp_path)
+        assert plain_file.read_text() == "not a link\n"
+    finally:
+        backend.close()
+        for path in (foreign, plain_file):
+            path.unlink(missing_ok=True)
