@@ -25,7 +25,7 @@ from sqlalchemy.orm import Bundle, Session
 from . import defaults, https_vars
 from .db import models as m
 from .db.backend import ServerSettings, SiteDatabase, SiteHostName, SiteSettings
-from .queries import SiteClaims, is_reserved_db_name, isolation_conflicts
+from .queries import SiteClaims, hostmaster_url, is_reserved_db_name, isolation_conflicts
 from .validation import InputError, check_context_name, check_host_address
 
 SERVER_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
@@ -41,7 +41,7 @@ SERVER_VARS_INHERITED = (
     "aegir_clients_path", "aegir_http_service", "aegir_http_port", "aegir_http_listen_address",
     "aegir_http_test_cmd", "aegir_http_reload_cmd", "aegir_php_fastcgi",
     "aegir_db_grant_host", "aegir_ip_addresses",
-    "aegir_https_port", "aegir_https_certificate_service",
+    "aegir_https_port", "aegir_https_certificate_service", "aegir_hostmaster_url",
 )
 
 
@@ -154,14 +154,17 @@ def build_inventory(session: Session, limit: Iterable[str] | None = None) -> Inv
     by_vid = {s["vid"]: s for s in servers.values()}
 
     # 2. services of the current server revisions
-    for vid, service, type_, port in session.execute(
+    for vid, service, type_, port, restart_cmd in session.execute(
         select(m.HostingService.vid, m.HostingService.service, m.HostingService.type,
-               m.HostingService.port)
+               m.HostingService.port, m.HostingService.restart_cmd)
         .join(m.Node, m.Node.vid == m.HostingService.vid)
         .where(m.Node.type == "server", m.HostingService.available == 1)
     ):
         if vid in by_vid:
-            by_vid[vid]["services"][service] = {"type": type_, "port": port}
+            by_vid[vid]["services"][service] = {"type": type_, "port": port, "restart_cmd": restart_cmd}
+    master_url = hostmaster_url(session)
+    for server in servers.values():
+        server["master_url"] = master_url
 
     # 3. IP addresses (not revisioned)
     for nid, ip in session.execute(
@@ -613,6 +616,33 @@ def _suggest_db_name(uri: str, db_server: int, taken: set) -> str:
     return candidate
 
 
+_RESTART_WORD = re.compile(r"^[A-Za-z0-9_./:=@+,%-]+$")
+
+
+def restart_argv(command: str, root_user: bool = False) -> list[str]:
+    """hostmaster's `hosting_service.restart_cmd` (a command line provision ran through a
+    shell, e.g. `sudo /etc/init.d/nginx reload`) as an argv list for the command module:
+    plain words only (no quoting, variables, redirections, pipes or command separators: such a
+    line is refused, never handed to a shell), the first an absolute path or `sudo`. A leading
+    `sudo` is dropped when the backend connects as root (it needs none, and sudo may be
+    missing there)."""
+    words = command.split()
+    bad = [w for w in words if not _RESTART_WORD.match(w)]
+    if not words or bad or not (words[0].startswith("/") or words[0] == "sudo"):
+        raise InputError(
+            f"hosting_service.restart_cmd {command[:80]!r} is not a plain command (words of "
+            "A-Z a-z 0-9 _ . / : = @ + , % -, starting with an absolute path or sudo): refusing it")
+    if words[0] == "sudo":
+        rest = words[1:]
+        while rest and rest[0].startswith("-"):
+            rest = rest[1:]
+        if not rest or not rest[0].startswith("/"):
+            raise InputError(f"hosting_service.restart_cmd {command[:80]!r}: sudo must run an absolute path")
+        if root_user:
+            return rest
+    return words
+
+
 def _server_vars(server: dict) -> dict:
     s: ServerSettings = server["settings"]
     name = server["name"]
@@ -623,6 +653,15 @@ def _server_vars(server: dict) -> dict:
     http_type = https_vars.WEB_SERVER_OF_HTTP_TYPE.get(http_type, http_type)
     test_cmd, reload_cmd = s.http_commands(http_type)
     address = s.address or (server["ips"][0] if server["ips"] else server["title"])
+    # hostmaster's restart command of the web service (hosting_service.restart_cmd) reloads
+    # the web server, unless the backend's own settings name one (aegir_ansible_server).
+    restart_error = ""
+    if http and not s.http_reload_cmd and (http.get("restart_cmd") or "").strip():
+        try:
+            reload_cmd = restart_argv(http["restart_cmd"], root_user=s.connection != "local"
+                                      and (s.ssh_user or defaults.SSH_USER) == "root")
+        except InputError as exc:
+            restart_error = str(exc)
     hv = {
         "aegir_context_type": "server",
         "aegir_nid": server["nid"],
@@ -645,8 +684,11 @@ def _server_vars(server: dict) -> dict:
         "aegir_php_fastcgi": s.php_fastcgi or defaults.PHP_FASTCGI,
         "aegir_db_grant_host": s.db_grant_host or address,
         "aegir_ip_addresses": list(server["ips"]),
+        "aegir_hostmaster_url": server.get("master_url", ""),
         **server.get("https", {}),
     }
+    if restart_error:
+        hv["aegir_http_restart_cmd_error"] = restart_error
     if s.connection == "local":
         hv["ansible_connection"] = "local"
     else:

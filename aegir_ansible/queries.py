@@ -252,3 +252,19 @@ def isolation_refusal(task_type: str, site_vars: dict) -> str | None:
         return None
     return (f"Refused: {'; '.join(why)}. A site may only use host names and a database no other "
             "live site uses; correct the site's aliases or database name in the frontend.")
+
+
+HOSTMASTER_CONTEXT = "hostmaster"
+
+
+def hostmaster_url(session: Session) -> str:
+    """The frontend's own URL, as provision's `master_url`: http:// and the title (uri) of the
+    live site whose context is `hostmaster` (hostmaster's own site), or "" when there is none.
+    Disabled sites redirect to <this>/hosting/disabled/<uri>."""
+    title = session.execute(
+        select(m.Node.title)
+        .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
+        .join(m.HostingSite, m.HostingSite.vid == m.Node.vid)
+        .where(m.HostingContext.name == HOSTMASTER_CONTEXT, m.Node.type == "site",
+               m.HostingSite.status != m.SITE_DELETED)).scalars().first()
+    return f"http://{title.strip().lower()}" if title and title.strip() else ""

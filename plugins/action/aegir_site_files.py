@@ -196,6 +196,12 @@ class ActionModule(ActionBase):
             "platform_root": site["platform_root"], "aliases": site["aliases"], "state": state,
             "manage_sites_php": bool(args.get("sites_php", True)),
         }
+        # ~/clients/<client>/<uri> -> the site directory (provision's client symlink).
+        clients = common.check_path(v.get("aegir_clients_path", srv["aegir_root"] + "/clients"), "aegir_clients_path")
+        client = v.get("aegir_site_client", "") or ""
+        if client and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", client):
+            raise common.AegirValueError("client name %r is not usable as a directory name" % client[:80])
+        entry["clients"] = {"path": clients, "client": client}
         if state == "absent":
             return entry
         db_name = common.check_db_ident(v.get(["aegir_site_db_name"], ""), "database name")
@@ -231,6 +237,10 @@ class ActionModule(ActionBase):
             "mode": str(args.get("settings_mode", "0440")),
             "secret": True,
         }]
+        # A site provision made keeps its credentials in drushrc.php and its vhost (file
+        # vhost.d/<uri>): the module reads them there when settings.php has none of ours.
+        entry["provision"] = {"db_name": db_name, "db_user": db_user,
+                              "vhost": "%s/%s" % (srv["vhost_dir"], site["uri"])}
         entry["secrets"] = {
             "db_password": {"token": tokens["db_password"], "candidate": _password(24)},
             "hash_salt": {"token": tokens["hash_salt"], "candidate": _password(55)},
@@ -249,8 +259,10 @@ class ActionModule(ActionBase):
                  "platform_root": site["platform_root"], "aliases": site["aliases"],
                  "state": "present", "manage_sites_php": False}
         path = "%s/%s.conf" % (srv["vhost_dir"], site["uri"])
+        # provision's vhost of the site, replaced (removed when it names the site).
+        legacy = "%s/%s" % (srv["vhost_dir"], site["uri"])
         if state == "absent":
-            entry["vhost"] = {"path": path, "state": "absent"}
+            entry["vhost"] = {"path": path, "state": "absent", "legacy_path": legacy}
             return entry
         templates = (args.get("templates") or {}).get(srv["service"]) or {}
         tpl = templates.get(state)
@@ -263,7 +275,8 @@ class ActionModule(ActionBase):
         cert = plain((args.get("certificates") or {}).get(host) or {})
         site["https"].update(ready=bool(cert.get("ready")), serial=str(cert.get("serial", "")))
         context = {"site": site, "server": srv, "options": opts, "state": state}
-        entry["vhost"] = {"path": path, "state": "present", "content": template(tpl).render(context)}
+        entry["vhost"] = {"path": path, "state": "present", "content": template(tpl).render(context),
+                          "legacy_path": legacy}
         return entry
 
 

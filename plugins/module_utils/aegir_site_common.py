@@ -24,6 +24,7 @@ import re
 import stat
 import tempfile
 import time
+from urllib.parse import unquote_plus
 
 from ansible_collections.aegir.hosting.plugins.module_utils import aegir_rules as rules
 
@@ -169,8 +170,10 @@ def replace_secrets(text, replacement, names=None):
 
 
 def mask_secrets(text):
-    """Replace the value on every secret line, for diffs and logs."""
-    return replace_secrets(text, "'********'")
+    """Replace the value on every secret line, for diffs and logs (and the hash salt of a
+    settings.php provision wrote, which has no marker)."""
+    text = replace_secrets(text, "'********'")
+    return _HASH_SALT.sub(lambda mo: mo.group(0).replace(mo.group(1), "********") if mo.group(1) else mo.group(0), text)
 
 
 class FileLock(object):
@@ -248,3 +251,71 @@ def atomic_write(path, data, mode, uid, gid):
         except OSError:
             pass
         raise
+
+
+# -- sites provision made (Aegir 3) -----------------------------------------------------------
+# Provision keeps a site's database credentials in the site's drushrc.php
+# (`$options['db_passwd'] = '...';`, var_export format) and in its vhost (nginx
+# `fastcgi_param db_passwd <urlencoded>;`, Apache `SetEnv db_passwd <urlencoded>`); its
+# settings.php is "cloaked" (reads them from $_SERVER). These read them back, so the first
+# verify by this backend takes such a site over without regenerating anything.
+
+PROVISION_DB_KEYS = ("db_type", "db_name", "db_user", "db_passwd", "db_host", "db_port")
+_PHP_OPTION = re.compile(r"^\s*\$options\[\s*'(db_[a-z]+)'\s*\]\s*=\s*" + _PHP_LITERAL + r"\s*;", re.M)
+_HASH_SALT = re.compile(r"^\s*\$settings\[\s*'hash_salt'\s*\]\s*=\s*" + _PHP_LITERAL + r"\s*;", re.M)
+_NGINX_ENV = re.compile(r"^\s*fastcgi_param\s+(db_[a-z]+)\s+([^\s;]*)\s*;", re.M)
+_APACHE_ENV = re.compile(r"^\s*SetEnv\s+(db_[a-z]+)\s+(\S*)\s*$", re.M)
+_NGINX_NAMES = re.compile(r"^\s*server_name\s+([^;]*);", re.M)
+_APACHE_NAMES = re.compile(r"^\s*(?:ServerName|ServerAlias)\s+(.*?)\s*$", re.M | re.I)
+_APACHE_SERVERNAME = re.compile(r"^\s*ServerName\s+(\S+)\s*$", re.M | re.I)
+
+
+def provision_drushrc_credentials(text):
+    """{db_name, db_user, db_passwd, db_host, db_port, ...} from a site drushrc.php of provision."""
+    return {key: php_unquote(value) for key, value in _PHP_OPTION.findall(text)}
+
+
+def provision_hash_salt(text):
+    """The hash salt of a settings.php provision wrote (Drupal 8+), or ''."""
+    found = _HASH_SALT.search(text)
+    return php_unquote(found.group(1)) if found else ""
+
+
+def vhost_names(text):
+    """The host names a vhost file answers for (server_name, ServerName, ServerAlias)."""
+    names = []
+    for line in _NGINX_NAMES.findall(text):
+        names.extend(line.split())
+    for line in _APACHE_NAMES.findall(text):
+        names.extend(line.split())
+    return [n.lower() for n in names]
+
+
+def is_vhost_of(text, uri):
+    """Whether a (provision) vhost file is the site `uri`'s own: an Apache ServerName that is
+    the uri, or an nginx server_name listing the uri. A file naming no host, or naming the uri
+    only in a comment or an alias list of another ServerName, is not proven to be the site's."""
+    uri = uri.lower()
+    apache = [n.lower() for n in _APACHE_SERVERNAME.findall(text)]
+    if apache:
+        return uri in apache
+    nginx = []
+    for line in _NGINX_NAMES.findall(text):
+        nginx.extend(n.lower() for n in line.split())
+    return uri in nginx
+
+
+def provision_vhost_credentials(text):
+    """The db_* values a provision vhost hands to PHP (url-decoded)."""
+    found = {}
+    for key, value in _NGINX_ENV.findall(text) + _APACHE_ENV.findall(text):
+        found.setdefault(key, unquote_plus(value))
+    return found
+
+
+_PROVISION_SECRET_LINE = re.compile(r"^(\s*(?:fastcgi_param|SetEnv)\s+db_passwd\s+)\S*?(;?\s*)$", re.M | re.I)
+
+
+def mask_provision_secrets(text):
+    """A provision vhost with its db_passwd values masked, for diffs."""
+    return _PROVISION_SECRET_LINE.sub(lambda mo: mo.group(1) + "********" + mo.group(2), text)

@@ -158,6 +158,12 @@ def _rel(path):
     return "/".join(parts)
 
 
+def stat_mode(st):
+    import stat
+
+    return stat.S_IMODE(st.st_mode)
+
+
 def _mode(value):
     if value is None or value == "":
         return None
@@ -270,12 +276,60 @@ class Runner(object):
             entry["uris"][uri] = (host, None if state == "absent" else set(site.get("aliases") or []))
         if state == "absent":
             if site.get("remove_site_dir", True):
+                self.client_links(host, uri, site_path, site.get("clients"), present=False)
                 self.remove_site_dir(host, site_path)
         else:
             self.write_site(host, site, site_path)
+            self.client_links(host, uri, site_path, site.get("clients"), present=True)
         vhost = site.get("vhost")
         if vhost:
             self.vhost(host, uri, vhost)
+
+    def client_links(self, host, uri, site_path, clients, present):
+        """provision's `<clients>/<client>/<uri>` symlink to the site directory: made for the
+        site's client (present), and removed wherever one of ours (a symlink pointing at this
+        site directory) is under another client or the site goes (absent). Anything else of
+        that name is left alone."""
+        if not clients or not clients.get("path"):
+            return
+        base = common.check_path(clients["path"], "clients path")
+        client = clients.get("client") or ""
+        if client in (".", "..") or "/" in client:
+            raise SiteError("client name %r is not usable as a directory name" % client)
+        want = os.path.join(base, client, uri) if present and client else None
+        if not os.path.isdir(base):
+            if want:
+                raise SiteError("clients directory %s does not exist: verify the server first" % base)
+            return
+        for name in sorted(os.listdir(base)):
+            link = os.path.join(base, name, uri)
+            if link == want or not os.path.islink(link):
+                continue
+            if os.readlink(link) == site_path:
+                self.note(host, "removed client symlink %s" % link)
+                if not self.check:
+                    os.unlink(link)
+        if not want:
+            return
+        cdir = os.path.dirname(want)
+        if os.path.islink(want):
+            if os.readlink(want) == site_path:
+                return
+            self.module.warn("%s: %s points elsewhere (%s): left in place" % (host, want, os.readlink(want)))
+            return
+        if os.path.lexists(want):
+            self.module.warn("%s: %s exists and is not a symlink: left in place" % (host, want))
+            return
+        if os.path.islink(cdir) or (os.path.lexists(cdir) and not os.path.isdir(cdir)):
+            raise SiteError("%s is not a directory" % cdir)
+        self.note(host, "created client symlink %s" % want)
+        if not self.check:
+            if not os.path.isdir(cdir):
+                os.mkdir(cdir, 0o750)
+                common.set_attrs(cdir, 0o750, self.uid, self.owner_gid)
+            os.symlink(site_path, want)
+            if self.uid != -1:
+                os.lchown(want, self.uid, self.owner_gid)
 
     def remove_site_dir(self, host, site_path):
         if os.path.islink(site_path):
@@ -312,16 +366,27 @@ class Runner(object):
                         existing.update(common.read_secrets(handle.read()))
                 except OSError as exc:
                     raise SiteError("cannot read %s: %s" % (full, exc))
+        if p["allow_new_secrets"] and not existing.get("db_password"):
+            self.refuse_installed(site, site_path)
+        if not existing.get("db_password") and site.get("provision"):
+            existing.update(self.provision_secrets(host, site, site_path))
         values = {}
         for name, spec in (site.get("secrets") or {}).items():
             if existing.get(name):
                 values[name] = existing[name]
             elif p["allow_new_secrets"] and spec.get("candidate"):
                 values[name] = spec["candidate"]
+            elif name == "hash_salt" and existing.get("db_password"):
+                # A site taken over whose settings.php had no hash salt (provision's Drupal 7
+                # template): a new one costs its users their sessions, not data.
+                values[name] = spec["candidate"]
             else:
                 raise SiteError(
-                    "no %s found in the settings of %s: the site is not installed (run the install task)"
-                    % (name, site_path)
+                    "no %s found for %s: not in its settings.php (a line marked '// aegir:secret %s'), "
+                    "nor, for a site provision made, in its drushrc.php ($options['db_passwd']) or its "
+                    "vhost (db_passwd). Nothing was changed. If the site exists, put its database "
+                    "credentials back in one of those places and verify again; if it was never "
+                    "installed, its install task creates it." % (name, site_path, name)
                 )
         if p["return_secrets"]:
             self.result(host)["secrets"] = values
@@ -347,6 +412,66 @@ class Runner(object):
             uid, gid = self.ids(spec)
             self.ensure_file(host, full, content.encode("utf-8"), _mode(spec.get("mode")), uid, gid,
                              secret=secret or bool(spec.get("secret")))
+
+    @staticmethod
+    def refuse_installed(site, site_path):
+        """Install (new secrets allowed) of a site whose directory already holds a site that
+        is not ours: refused before anything is written, as provision's install validate does."""
+        found = [name for name in ("settings.php", "drushrc.php")
+                 if os.path.lexists(os.path.join(site_path, name))]
+        if found:
+            raise SiteError(
+                "%s is already installed (%s holds %s, not written by this backend's install): "
+                "refusing to install over it. Nothing was changed: its files and database are "
+                "untouched. Verify the site to take it over, or import it."
+                % (site.get("uri"), site_path, " and ".join(found)))
+
+    def provision_secrets(self, host, site, site_path):
+        """The database password (and hash salt) of a site provision made: from its
+        drushrc.php, else from its provision vhost (when that file names the site), but only
+        when the database name and user recorded there are the site's own."""
+        info = site["provision"]
+        want = {"db_name": info.get("db_name"), "db_user": info.get("db_user")}
+        found = {}
+        sources = [("drushrc.php", os.path.join(site_path, "drushrc.php"), common.provision_drushrc_credentials)]
+        legacy = info.get("vhost")
+        if legacy:
+            sources.append(("vhost", common.check_path(legacy, "provision vhost"), None))
+        for label, path, reader in sources:
+            if not os.path.isfile(path) or os.path.islink(path):
+                continue
+            try:
+                with open(path, "r", encoding="utf-8", errors="replace") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise SiteError("cannot read %s: %s" % (path, exc))
+            if reader is None:
+                if not common.is_vhost_of(text, site["uri"]):
+                    continue
+                creds = common.provision_vhost_credentials(text)
+            else:
+                creds = reader(text)
+            if not creds.get("db_passwd"):
+                continue
+            mismatch = [k for k, v in want.items() if v and creds.get(k) and creds[k] != v]
+            if mismatch or not creds.get("db_name"):
+                raise SiteError(
+                    "the %s of %s (%s) names the database %s as user %s, not the site's %s as %s: "
+                    "refusing to take its credentials. Nothing was changed."
+                    % (label, site["uri"], path, creds.get("db_name", "?"), creds.get("db_user", "?"),
+                       want["db_name"], want["db_user"]))
+            found["db_password"] = creds["db_passwd"]
+            self.note(host, "took over the site from provision (database credentials read from %s)" % path)
+            break
+        if not found:
+            return {}
+        settings = os.path.join(site_path, "settings.php")
+        if os.path.isfile(settings) and not os.path.islink(settings):
+            with open(settings, "r", encoding="utf-8", errors="replace") as handle:
+                salt = common.provision_hash_salt(handle.read())
+            if salt:
+                found["hash_salt"] = salt
+        return found
 
     def ids(self, spec):
         uid, gid = self.uid, self.gid
@@ -375,6 +500,16 @@ class Runner(object):
                 old = handle.read()
         content = vhost.get("content")
         new = None if vhost.get("state") == "absent" or content is None else content.encode("utf-8")
+        legacy = self.legacy_vhost(host, uri, vdir, vhost)
+        if legacy is not None:
+            # provision's vhost of the site (vhost.d/<uri>): replaced by this one, in the same
+            # change (tested, rolled back and reloaded with it).
+            self.note(host, "removed provision's vhost %s" % legacy["path"])
+            if self.want_diff:
+                self.diffs.append({"before_header": legacy["path"], "after_header": legacy["path"],
+                                   "before": common.mask_provision_secrets(legacy["old"].decode("utf-8", "replace")),
+                                   "after": ""})
+            self.vhost_changes.append(legacy)
         if old == new:
             if new is not None:
                 st = os.lstat(path)
@@ -390,11 +525,35 @@ class Runner(object):
                                "after": "" if new is None else new.decode("utf-8", "replace")})
         self.vhost_changes.append({"host": host, "path": path, "old": old, "new": new})
 
+    def legacy_vhost(self, host, uri, vdir, vhost):
+        """provision's own vhost file of the site (`vhost.d/<uri>`, no suffix), as a change that
+        removes it, when it is proven to be the site's (it names the site: is_vhost_of). A file
+        there that does not name the site is left alone (the server config does not load it)."""
+        path = vhost.get("legacy_path")
+        if not path:
+            return None
+        path = common.check_path(path, "provision vhost path")
+        if os.path.dirname(path) != vdir or os.path.basename(path) != uri or path == vhost.get("path"):
+            raise SiteError("provision vhost %s must be %s/%s" % (path, vdir, uri))
+        if os.path.islink(path) or not os.path.isfile(path):
+            return None
+        st = os.lstat(path)
+        with open(path, "rb") as handle:
+            old = handle.read()
+        if not common.is_vhost_of(old.decode("utf-8", "replace"), uri):
+            self.module.warn("%s: %s does not name the site: left in place" % (host, path))
+            return None
+        return {"host": host, "path": path, "old": old, "new": None,
+                "old_attrs": (stat_mode(st), st.st_uid, st.st_gid)}
+
     def put_vhost(self, change, which):
         data = change[which]
         if data is None:
             if os.path.lexists(change["path"]):
                 os.unlink(change["path"])
+        elif which == "old" and change.get("old_attrs"):
+            mode, uid, gid = change["old_attrs"]
+            common.atomic_write(change["path"], data, mode, uid, gid)
         else:
             common.atomic_write(change["path"], data, 0o644, self.uid, self.owner_gid)
 
@@ -417,18 +576,25 @@ class Runner(object):
             # Roll everything back, then find the broken ones by applying one at a time.
             for change in reversed(changes):
                 self.put_vhost(change, "old")
+            # One site at a time: a site's changes (its vhost, and provision's vhost it
+            # replaces) stand or fall together.
             kept = []
+            by_host = {}
             for change in changes:
-                self.put_vhost(change, "new")
+                by_host.setdefault(change["host"], []).append(change)
+            for host, mine in by_host.items():
+                for change in mine:
+                    self.put_vhost(change, "new")
                 good, msg = self.run_test()
                 if good:
-                    kept.append(change)
+                    kept.extend(mine)
                 else:
-                    self.put_vhost(change, "old")
-                    res = self.result(change["host"])
+                    for change in reversed(mine):
+                        self.put_vhost(change, "old")
+                    res = self.result(host)
                     res["failed"] = True
                     res["msg"] = ("the web server config test failed with the new vhost %s, which was "
-                                  "rolled back: %s" % (change["path"], msg))
+                                  "rolled back: %s" % (", ".join(c["path"] for c in mine), msg))
             changes = kept
         if not changes:
             return False

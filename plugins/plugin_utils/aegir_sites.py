@@ -142,7 +142,11 @@ def server_values(v):
         "reload_cmd": [str(x) for x in v.get(["aegir_vhost_reload_cmd", "aegir_http_reload_cmd"], defaults["reload"])],
         "script_user": v.get(["aegir_site_owner", "aegir_script_user"], "aegir"),
         "web_group": v.get(["aegir_site_group", "aegir_web_group"], "www-data"),
-        "disabled_url": check_url(v.get("aegir_vhost_disabled_url", "")),
+        # Where a disabled site redirects: aegir_vhost_disabled_url, else hostmaster's own
+        # page for it, <aegir_hostmaster_url>/hosting/disabled (as provision's disabled vhost).
+        "disabled_url": check_url(v.get("aegir_vhost_disabled_url", "") or (
+            v.get("aegir_hostmaster_url", "").rstrip("/") + "/hosting/disabled"
+            if v.get("aegir_hostmaster_url", "") else "")),
     }
 
 

@@ -937,3 +937,26 @@ if (isset($_SERVER['db_name'])) {{
             python_interpreter="/usr/bin/python3", aegir_root=s.aegir_root, script_user=s.script_user,
             db_host=self.db.host, db_grant_host=s.db_grant_host))
         session.flush()
+
+
+def write_hostmaster_site(session, master_url: str, platform_nid: int, db_server_nid: int,
+                          *, now: int | None = None) -> int:
+    """hostmaster's own site (context `hostmaster`, its node titled with the master's uri), as
+    hostmaster's install leaves it; the backend derives the master URL (disabled sites'
+    redirect) from it. Returns its nid. Nothing of it is written on disk."""
+    now = now or int(time.time())
+    title = master_url.split("://", 1)[-1].strip("/")
+    n = m.Node(type="site", title=title, uid=1, status=1, created=now, changed=now)
+    session.add(n)
+    session.flush()
+    rev = m.NodeRevision(nid=n.nid, uid=1, title=title, log="", timestamp=now, status=1)
+    session.add(rev)
+    session.flush()
+    n.vid = rev.vid
+    session.add(m.HostingContext(nid=n.nid, name="hostmaster"))
+    session.add(m.HostingSite(vid=rev.vid, nid=n.nid, client=0, db_server=db_server_nid,
+                              db_name="hostmaster", platform=platform_nid, profile=0,
+                              language="en", last_cron=None, cron_key="", verified=now,
+                              status=m.SITE_ENABLED))
+    session.flush()
+    return n.nid

@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from aegir_ansible.db import make_engine, make_sessionmaker
 from aegir_ansible.db import models as m
-from tests.harness.provision import ProvisionInstall
+from tests.e2e.roles.helpers import settings_secret
+from tests.harness.provision import ProvisionInstall, write_hostmaster_site
 
 pytestmark = pytest.mark.e2e
 
@@ -236,14 +237,178 @@ def test_frontend_rows_match_the_disk(installs, frontend):
         assert n_sites == sum(1 for _ in _sites(installs)) == 10
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 point 1 (not yet): the backend's server verify "
-                   "replaces provision's server config, whose vhost.d/<uri> files it does not "
-                   "include, and a site verify cannot find credentials in a cloaked settings.php")
+class _Backend:
+    """The hostmaster database of the installation, switched to this backend as
+    docs/migrating.md says (rows, `aegir db init`, the servers' connection settings), with a
+    queue runner over the real playbooks."""
+
+    def __init__(self, installs, tmp_path):
+        from aegir_ansible.db import init_schema
+
+        self.engine = make_engine(f"sqlite:///{tmp_path / 'hostmaster.sqlite'}")
+        m.AegirBase.metadata.create_all(self.engine)
+        self.Session = make_sessionmaker(self.engine)
+        with self.Session() as s, s.begin():
+            nids = {inst: inst.write_frontend(s) for inst in installs.values()}
+            nginx = installs["nginx"]
+            write_hostmaster_site(s, nginx.master_url, nids[nginx][nginx.platforms[0].context],
+                                  nids[nginx][nginx.db_context])
+        assert init_schema(self.engine)["existing_aegir"]
+        with self.Session() as s, s.begin():
+            for inst, ids in nids.items():
+                inst.write_backend_settings(s, ids)
+        self.nids = nids
+
+    def queue(self, task_type: str, *targets: str) -> None:
+        from aegir_ansible.frontend import Frontend
+
+        with self.Session() as s, s.begin():
+            for target in targets:
+                Frontend(s).add_task(task_type, target)
+
+    def run(self) -> None:
+        from aegir_ansible import paths
+        from aegir_ansible.queue.worker import Worker
+
+        Worker(self.engine, once=True, install_signals=False, playbooks_dir=paths.playbooks_dir()).run()
+
+    def outcomes(self) -> dict[str, tuple[int, str]]:
+        """'<type> <target>' -> (task status, its last error message)."""
+        out = {}
+        with self.Session() as s:
+            for nid, task_type, target, status in s.execute(
+                    select(m.HostingTask.nid, m.HostingTask.task_type, m.HostingContext.name,
+                           m.HostingTask.task_status)
+                    .join(m.Node, m.Node.vid == m.HostingTask.vid)
+                    .join(m.HostingContext, m.HostingContext.nid == m.HostingTask.rid)
+                    .order_by(m.HostingTask.nid)):
+                if f"{task_type} {target}" in out:
+                    continue  # the first task of that type (those queued by the test)
+                errors = s.execute(select(m.HostingTaskLog.message).where(
+                    m.HostingTaskLog.nid == nid, m.HostingTaskLog.type == "error")
+                    .order_by(m.HostingTaskLog.lid)).scalars().all()
+                out[f"{task_type} {target}"] = (status, "\n".join(errors))
+        return out
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _snapshot(inst, site) -> dict:
+    """What a failed task must leave as it was: the site's files, its vhost, the crontab."""
+    path = Path(site.site_path)
+    out = {name: (path / name).read_bytes() for name in ("settings.php", "drushrc.php")}
+    out["vhost"] = (inst.app_dir / "vhost.d" / site.uri).read_bytes()
+    out["vhost.conf"] = (inst.app_dir / "vhost.d" / f"{site.uri}.conf").exists()
+    out["cron"] = f"aegir-cron: {site.uri}" in inst.server.crontab()
+    out["dirs"] = sorted(p.name for p in path.iterdir())
+    return out
+
+
+def _tables(inst, site) -> int:
+    return inst.db.query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                         site.db_name)[0][0]
+
+
+DESTRUCTIVE_ADVICE = ("run the install", "reinstall", "delete the site", "drop the database")
+
+
+def test_check_diff_of_the_takeover_changes_nothing(installs, tmp_path, run_playbook):
+    """`verify.yml --check --diff` on a provision site (the inventory script on the switched
+    database): reports the takeover as changes, writes nothing, shows no password or salt."""
+    from tests.harness.ansible import REPO_ROOT
+
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("multi."))
+    before = _snapshot(inst, site)
+    settings = (Path(site.site_path) / "settings.php").read_text()
+    salt = settings.split("$settings['hash_salt'] = '", 1)[1].split("'", 1)[0]
+    backend = _Backend(installs, tmp_path)
+    try:
+        result = run_playbook("playbooks/verify.yml", REPO_ROOT / "playbooks" / "aegir_inventory.py",
+                              limit=site.uri, check=True, diff=True,
+                              env={"AEGIR_DB_URL": str(backend.engine.url)})
+    finally:
+        backend.close()
+    result.assert_ok()
+    assert result.stats[site.uri].changed >= 1
+    # The diff shows provision's vhost going, its password masked.
+    assert f"--- before: {inst.app_dir / 'vhost.d' / site.uri}\n" in result.stdout
+    assert "fastcgi_param db_passwd ********;" in result.stdout
+    assert site.db_passwd not in result.stdout + result.stderr
+    assert salt not in result.stdout + result.stderr
+    assert _snapshot(inst, site) == before
+
+
+def test_install_of_a_provision_site_is_refused_and_drops_nothing(installs, tmp_path):
+    """Install on a site provision installed: refused before anything is written (as
+    provision's install validate does), its data kept, no advice to do anything destructive."""
+    inst = installs["apache"]
+    site = inst.platforms[0].sites[0]
+    before = _snapshot(inst, site)
+    tables = _tables(inst, site)
+    assert tables > 0
+    backend = _Backend(installs, tmp_path)
+    try:
+        backend.queue("install", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"install {site.uri}"]
+    finally:
+        backend.close()
+    assert status == m.TASK_ERROR, message
+    assert "already installed" in message and "Nothing was changed" in message, message
+    assert not any(advice in message.lower() for advice in DESTRUCTIVE_ADVICE), message
+    assert site.db_passwd not in message
+    assert _snapshot(inst, site) == before
+    assert _tables(inst, site) == tables
+    assert inst.db.can_login(site.db_user, site.db_passwd, site.db_name)
+    status, body = inst.server.curl(site.uri)
+    assert status == 200 and f"Database: {site.db_name}" in body
+
+
+def test_a_failed_verify_changes_nothing(installs, tmp_path):
+    """A provision site whose drushrc.php names another database: its verify is refused (the
+    credentials are not proven to be the site's), and nothing is written: no settings.php,
+    no vhost, no cron job, provision's files as they were; the message advises nothing
+    destructive. Put right, the next verify takes the site over."""
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("plain."))
+    drushrc = Path(site.site_path) / "drushrc.php"
+    original = drushrc.read_text()
+    tampered = original.replace(f"$options['db_name'] = '{site.db_name}';", "$options['db_name'] = 'otherdb';")
+    assert tampered != original
+    os.chmod(drushrc, 0o640)
+    drushrc.write_text(tampered)
+    os.chmod(drushrc, 0o440)
+    backend = _Backend(installs, tmp_path)
+    try:
+        before = _snapshot(inst, site)
+        links = sorted(os.listdir(inst.root / "clients" / site.client))
+        backend.queue("verify", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {site.uri}"]
+        # failed (and, verify being safe to repeat, queued again for a later attempt)
+        assert status in (m.TASK_ERROR, m.TASK_QUEUED), message
+        assert "otherdb" in message and "Nothing was changed" in message, message
+        assert not any(advice in message.lower() for advice in DESTRUCTIVE_ADVICE), message
+        assert _snapshot(inst, site) == before
+        assert sorted(os.listdir(inst.root / "clients" / site.client)) == links
+    finally:
+        os.chmod(drushrc, 0o640)
+        drushrc.write_text(original)
+        os.chmod(drushrc, 0o440)
+        backend.close()
+    assert inst.server.curl(site.uri)[0] == 200
+
+
 def test_the_switch_keeps_every_site_serving(installs, tmp_path):
     """docs/migrating.md on this installation: hostmaster's rows, `aegir db init`, the servers'
     connection settings (step 5), then server, platform and site verifies run by the queue
-    with the real playbooks. Every site must serve as before. Runs last: it rewrites the
-    servers' Aegir config."""
+    with the real playbooks. Every site must serve as before, with the same data and the
+    credentials provision made (never regenerated), now from settings.php and vhosts in this
+    backend's format (provision's vhost files gone); redirections and disabled sites behave
+    as provision made them (the master's URL from hostmaster's own site); client symlinks and
+    cron jobs are in place. Runs last: it rewrites the servers' Aegir config."""
     from aegir_ansible import paths
     from aegir_ansible.db import init_schema
     from aegir_ansible.frontend import Frontend
@@ -258,6 +423,9 @@ def test_the_switch_keeps_every_site_serving(installs, tmp_path):
             nids = {}
             for inst in installs.values():
                 nids[inst] = inst.write_frontend(s)
+            nginx = installs["nginx"]
+            write_hostmaster_site(s, nginx.master_url, nids[nginx][nginx.platforms[0].context],
+                                  nids[nginx][nginx.db_context])
         assert init_schema(engine)["existing_aegir"]
         with Session() as s, s.begin():
             for inst, ids in nids.items():
@@ -293,5 +461,120 @@ def test_the_switch_keeps_every_site_serving(installs, tmp_path):
                         .order_by(m.HostingTaskLog.lid.desc())).scalars().first()
                     errors[f"{task_type} {target}"] = (last or "")[:200]
         assert before and all(v == (200, True) for v in before.values()), (before, errors)
+        assert not errors, errors
+        for inst, site in _sites(installs):
+            path = Path(site.site_path)
+            settings = (path / "settings.php").read_text()
+            # This backend's settings.php, with provision's password and database.
+            assert settings_secret(settings, "db_password") == site.db_passwd
+            assert f"'database' => '{site.db_name}'" in settings and "$_SERVER['db_name']" not in settings
+            assert stat.S_IMODE(os.stat(path / "settings.php").st_mode) == 0o440
+            vhost_d = inst.app_dir / "vhost.d"
+            assert not (vhost_d / site.uri).exists(), f"provision's vhost of {site.uri} is still there"
+            assert (vhost_d / f"{site.uri}.conf").is_file()
+            crontab = inst.server.crontab()
+            assert (f"aegir-cron: {site.uri}" in crontab) is site.enabled
+            if site.client:
+                assert os.readlink(inst.root / "clients" / site.client / site.uri) == site.site_path
+            # The data is provision's: the site's own user still logs in with its password.
+            assert inst.db.can_login(site.db_user, site.db_passwd, site.db_name)
+        for key, inst in installs.items():
+            sites = {s.uri.split(".")[0]: s for s in inst.platforms[0].sites}
+            redir = sites["redir"]
+            r = inst.server.request(f"old-redir.{key}.provision.test", "/node/1")
+            assert r.status == 301 and r.headers["location"] == f"http://{redir.redirection}/node/1", (key, r)
+            off = sites["off"]
+            for name in (off.uri, *off.aliases):
+                r = inst.server.request(name, "/")
+                assert r.status == 302, (key, name, r.status, r.body[:200])
+                assert r.headers["location"].startswith(
+                    f"{inst.master_url}/hosting/disabled/{off.uri}"), (key, r.headers)
     finally:
         engine.dispose()
+
+
+def test_hostmaster_restart_cmd_reloads_the_web_server(installs, tmp_path):
+    """hosting_service.restart_cmd (hostmaster's `sudo <command>`) is the web server's reload
+    command when the backend's own settings name none: split into an argv list (sudo dropped
+    when connecting as root), run by the vhost writes; a line that is not a plain command is
+    refused and the server verify fails without writing anything. Runs after the switch."""
+    from aegir_ansible.db.backend import ServerSettings
+    from aegir_ansible.inventory import build_inventory
+
+    inst = installs["nginx"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("plain."))
+    mark = tmp_path / "reloaded"
+    script = tmp_path / "reload.sh"
+    script.write_text(f"#!/bin/sh\necho reloaded >> {mark}\nexec {inst.server.http_reload_cmd[0]}\n")
+    os.chmod(script, 0o755)
+    os.chmod(tmp_path, 0o755)
+    backend = _Backend(installs, tmp_path)
+    nid = backend.nids[inst][inst.server_context]
+
+    def set_restart(cmd):
+        with backend.Session() as s, s.begin():
+            s.get(ServerSettings, nid).http_reload_cmd = None
+            service = s.execute(select(m.HostingService).join(m.Node, m.Node.vid == m.HostingService.vid)
+                                .where(m.HostingService.nid == nid, m.HostingService.service == "http")).scalar_one()
+            service.restart_cmd = cmd
+        with backend.Session() as s:
+            return build_inventory(s).hosts[inst.server_context]
+
+    try:
+        hv = set_restart(f"sudo {script}")
+        as_root = inst.server.ssh_user == "root"
+        assert hv["aegir_http_reload_cmd"] == ([str(script)] if as_root else ["sudo", str(script)])
+        assert "aegir_http_restart_cmd_error" not in hv
+        vhost = inst.app_dir / "vhost.d" / f"{site.uri}.conf"
+        os.chmod(vhost, 0o644)
+        vhost.write_text(vhost.read_text() + "# tampered\n")
+        backend.queue("verify", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {site.uri}"]
+        assert status == m.TASK_SUCCESS, message
+        assert "# tampered" not in vhost.read_text()
+        assert mark.read_text().count("reloaded") == 1
+        assert inst.server.curl(site.uri)[0] == 200
+
+        hv = set_restart(f"sudo {script}; touch {tmp_path}/owned")
+        assert "not a plain command" in hv["aegir_http_restart_cmd_error"]
+        conf = inst.own_config / "nginx.conf"
+        before = conf.read_bytes()
+        backend.queue("verify", inst.server_context)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {inst.server_context}"]
+        assert status in (m.TASK_ERROR, m.TASK_QUEUED) and "not a plain command" in message, message
+        assert conf.read_bytes() == before
+        assert not (tmp_path / "owned").exists()
+    finally:
+        backend.close()
+
+
+def test_client_symlinks_are_ours_only(installs, tmp_path):
+    """After the switch: verify keeps `~/clients/<client>/<uri>` pointing at the site, removes
+    a symlink of the site under another client (a client change: it points at the site) and
+    leaves anything else of that name alone (a symlink pointing elsewhere, a plain file)."""
+    inst = installs["apache"]
+    site = next(s for s in inst.platforms[0].sites if s.uri.startswith("plain."))
+    clients = inst.root / "clients"
+    stale, foreign, plain_file = (clients / "former" / site.uri, clients / "foreign" / site.uri,
+                                  clients / "papers" / site.uri)
+    for link in (stale, foreign, plain_file):
+        link.parent.mkdir(exist_ok=True)
+    stale.symlink_to(site.site_path)
+    foreign.symlink_to(tmp_path)
+    plain_file.write_text("not a link\n")
+    backend = _Backend(installs, tmp_path)
+    try:
+        backend.queue("verify", site.uri)
+        backend.run()
+        status, message = backend.outcomes()[f"verify {site.uri}"]
+        assert status == m.TASK_SUCCESS, message
+        assert os.readlink(clients / site.client / site.uri) == site.site_path
+        assert not stale.is_symlink()
+        assert os.readlink(foreign) == str(tmp_path)
+        assert plain_file.read_text() == "not a link\n"
+    finally:
+        backend.close()
+        for path in (foreign, plain_file):
+            path.unlink(missing_ok=True)
