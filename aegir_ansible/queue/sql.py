@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, case, func, select, union_all
+from sqlalchemy import Integer, and_, bindparam, case, func, select, union_all
 from sqlalchemy.orm import aliased
 
 from aegir_ansible.db import models as m
@@ -196,25 +196,34 @@ def heads_query(now: float, limit: int | None = None, *, servers: list[int],
     vid, site and platform are the index row's, for the claim to check it (Claim.consider).
 
     Returns the statement with its values bound. The statement itself is built once per
-    shape (number of servers and of platform-wide tasks, N) with bound parameters and kept:
+    shape (numbers of servers and of platform-wide tasks) with bound parameters and kept:
     building a select of a hundred branches costs tens of milliseconds of Python."""
     servers = sorted(set(servers))
     wide_items = sorted((wide or {}).items())
-    n = per_server or limit
-    shape = (len(servers), orphans, len(wide_items), n, limit)
     if not servers and not orphans:
         return None
+    # Shapes by powers of two (padded with a server and a platform that do not exist: their
+    # branch and condition match nothing): a draining queue has every number of servers,
+    # and each shape is a statement kept here and compiled in the engine's cache.
+    servers += [-1] * (_pow2(len(servers)) - len(servers))
+    wide_items += [(-1, 0)] * (_pow2(len(wide_items)) - len(wide_items))
+    n = per_server or limit
+    shape = (len(servers), orphans, len(wide_items), bool(n), bool(limit))
     stmt = _HEADS.get(shape)
     if stmt is None:
         stmt = _HEADS[shape] = _heads_statement(*shape)
-    values: dict = {"now": now}
+    values: dict = {"now": now, "n": n or 0, "limit": limit or 0}
     values.update({f"s{i}": s for i, s in enumerate(servers)})
     for i, (platform, first) in enumerate(wide_items):
         values[f"wp{i}"], values[f"wf{i}"] = platform, first
     return stmt.params(values)  # type: ignore[attr-defined]
 
 
-def _heads_statement(n_servers: int, orphans: bool, n_wide: int, n: int | None, limit: int | None):
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
+def _heads_statement(n_servers: int, orphans: bool, n_wide: int, n: bool, limit: bool):
     qd = QueuedTask
     older = aliased(QueuedTask, name="older")
     qt = QueueTask
@@ -230,11 +239,11 @@ def _heads_statement(n_servers: int, orphans: bool, n_wide: int, n: int | None, 
              .select_from(qd).outerjoin(qt, qt.nid == qd.nid)
              .where(cond, *ready).order_by(qd.level, qd.priority, qd.nid))
         if n:
-            b = b.limit(n)
+            b = b.limit(bindparam("n", type_=Integer))
         branches.append(b.subquery())
     if len(branches) == 1:
         c = branches[0].c
     else:
         c = union_all(*[select(*b.c) for b in branches]).subquery().c
     q = select(c.nid, c.server, c.vid, c.site, c.platform).order_by(c.level, c.priority, c.nid)
-    return q.limit(limit) if limit else q
+    return q.limit(bindparam("limit", type_=Integer)) if limit else q
