@@ -16,9 +16,18 @@ Everything the dispatcher needs besides Aegir's own `hosting_task*` tables lives
   reply did not arrive) finds its token and is not written twice.
 - `aegir_ansible_server_health`: per server, consecutive unreachable runs and the time
   before which its queue is not claimed (back-off).
+- `aegir_ansible_queued`: an index of the queued tasks (one row per task node whose current
+  revision is QUEUED), with what orders them per server: the claim's page of heads reads it
+  by (server, level, priority, nid) instead of scanning `hosting_task` (whose `task_status`
+  has no index) and joining every queued row to its target. It is a hint kept in step by
+  the runners (`aegir_ansible.queue.manager.sync_index`): every claim checks its tasks against the
+  frontend tables again.
+- `aegir_ansible_queue_sync`: one row: the newest task revision id the index has seen and
+  when it was last compared whole with the frontend; its lock serialises the syncs.
 
-The task -> server relation is never stored: it is computed from the frontend tables
-(`aegir_ansible.queue.sql.target_query`) every time.
+The task -> server relation is computed from the frontend tables
+(`aegir_ansible.queue.sql.target_query`) whenever a task is claimed; `aegir_ansible_queued`
+only keeps a copy to order the candidates.
 """
 
 from __future__ import annotations
@@ -89,3 +98,36 @@ class ServerHealth(BackendBase):
     # Its queue is not claimed before this unix time.
     backoff_until: Mapped[float] = mapped_column(Double, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class QueuedTask(BackendBase):
+    """A queued task as the claim orders it (a copy of the frontend's, kept in step)."""
+
+    __tablename__ = "aegir_ansible_queued"
+    nid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    vid: Mapped[int] = mapped_column(Integer, nullable=False)  # the queued revision
+    rid: Mapped[int] = mapped_column(Integer, nullable=False)  # its target
+    server: Mapped[int | None] = mapped_column(Integer, nullable=True)  # NULL: not found
+    level: Mapped[int] = mapped_column(Integer, nullable=False)  # types.TARGET_LEVELS
+    priority: Mapped[int] = mapped_column(Integer, nullable=False)  # the task type's
+    site: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    platform: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The platform, for a platform-wide task (it holds back the site tasks queued after it).
+    wide_platform: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (
+        Index("aegir_ansible_queued_order", "server", "level", "priority", "nid"),
+        Index("aegir_ansible_queued_target", "rid", "nid"),
+        Index("aegir_ansible_queued_wide", "wide_platform", "nid"),
+        Index("aegir_ansible_queued_vid", "vid", unique=True),
+    )
+
+
+class QueueSync(BackendBase):
+    """The sync state of aegir_ansible_queued (one row, id 1)."""
+
+    __tablename__ = "aegir_ansible_queue_sync"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # The newest hosting_task.vid seen by the last sync.
+    mark: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # When the index was last compared whole with hosting_task (unix time).
+    resynced_at: Mapped[float] = mapped_column(Double, nullable=False, default=0)

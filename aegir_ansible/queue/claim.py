@@ -2,12 +2,14 @@
 
 Claim protocol (docs/queue.md, "Claiming"):
 
-0. outside any transaction, without locks: a page of candidates (heads_query): the queued
-   tasks that may start as far as the queue says (oldest of their target, not deferred,
-   not behind a queued platform-wide task), the first few per server, in claim order
-   (servers' tasks, platforms', sites'; then the type's priority; then the oldest). The
-   database ranks and sorts; only nid and server come back. The page is kept for the next
-   claims (HeadsPage) and every claim checks its tasks again;
+0. outside any transaction, without locks: the queue's index of queued tasks brought in
+   step (manager.sync_index: the task revisions added since the last sync), then a page of
+   candidates (heads_query, from that index): the queued tasks that may start as far as
+   the queue says (oldest of their target, not deferred, not behind a queued
+   platform-wide task), the first few per server, in claim order (servers' tasks,
+   platforms', sites'; then the type's priority; then the oldest). Only nid and server
+   come back. The page is kept for the next claims (HeadsPage) and every claim checks its
+   tasks again;
 
 then one short transaction (READ COMMITTED on MariaDB/MySQL, BEGIN IMMEDIATE on SQLite):
 
@@ -18,11 +20,13 @@ then one short transaction (READ COMMITTED on MariaDB/MySQL, BEGIN IMMEDIATE on 
    in parallel. Once locked, a server's running tasks are read again (step 1 may predate
    a claim another runner committed on it since); a server in back-off (unreachable
    lately) takes no run;
-3. read the candidates of the locked servers (by nid, still queued) and choose what may
-   start: per-server concurrency, one task per site/target at a time, no site task while a
+3. read the candidates of the locked servers (by nid, still queued; the index rows of
+   those no longer queued are dropped, of those moved fixed) and choose what may start:
+   per-server concurrency, one task per site/target at a time, no site task while a
    platform-wide task of its platform runs (and the reverse); a batch still open reads on;
 4. lock the chosen task rows `FOR UPDATE SKIP LOCKED`, mark them processing
-   (executed=now) by primary key where still queued, record the claim, commit.
+   (executed=now) by primary key where still queued, drop their index rows, record the
+   claim, commit.
 
 Deadlocks, lock-wait timeouts and "record has changed" (1213, 1205, 1020) retry the whole
 transaction (database.with_retries).
@@ -36,15 +40,15 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from aegir_ansible.db import models as m
 from aegir_ansible.db.models import TaskStatus
-from aegir_ansible.db.queue_tables import QueueServer, QueueSetting, QueueTask, ServerHealth
+from aegir_ansible.db.queue_tables import QueuedTask, QueueServer, QueueSetting, QueueTask, ServerHealth
 from aegir_ansible.tasks import TASK_TYPES
 
 from .settings import Settings
-from .sql import heads_query, running_query, target_query, task_rows
+from .sql import heads_query, indexed_rows, running_query, target_query, task_rows
 from .types import Run, TaskRow
 
 # Task types several tasks of which (on one server) may run as one playbook run.
@@ -53,15 +57,17 @@ BATCHABLE_TYPES = frozenset({"verify"} | {t.name for t in TASK_TYPES.values() if
 
 @dataclass
 class HeadsPage:
-    """The first tasks of each server (heads_query), kept between claims: the query ranks
-    every queued task, so a runner reads the page once and claims from it until it is a
-    poll interval old or a server's share is used up. Every claim checks its tasks again."""
+    """The first tasks of each server (heads_query), kept between claims: a runner reads
+    the page once and claims from it until it is a poll interval old or a server's share is
+    used up. Every claim checks its tasks again."""
 
     key: tuple
     read_at: float
     per_server: int
     heads: list[tuple[int, int | None]]
     wide: dict[int, int]
+    # nid -> (vid, server, site, platform) of the index rows read (checked by the claims).
+    indexed: dict[int, tuple] = field(default_factory=dict)
     full: set[int] = field(default_factory=set)  # servers that may have more than their share
 
     def __post_init__(self):
@@ -202,12 +208,34 @@ class Claim:
         return run
 
     def consider(self, take: list[int]) -> None:
-        """Read these queued tasks (in this order) and choose those that may start."""
+        """Read these queued tasks (in this order) and choose those that may start. Their
+        rows in the queue's index (as the page read them) are checked against what the
+        frontend says now: the rows of tasks no longer queued are dropped, those whose
+        revision, server or platform changed are written again (such a task waits for the
+        next page). Both by the row's vid as read: a row a sync wrote since is left alone."""
+        if not take:
+            return
         order = {nid: i for i, nid in enumerate(take)}
-        rows = sorted(task_rows(self.conn.execute(target_query(TaskStatus.QUEUED, nids=take))) if take else [],
+        indexed = self.page.indexed
+        rows = sorted(task_rows(self.conn.execute(target_query(TaskStatus.QUEUED, nids=take))),
                       key=lambda r: order[r.nid])
-        self.gone.update(set(take) - {r.nid for r in rows})
+        gone = set(take) - {r.nid for r in rows}
+        self.gone.update(gone)
+        stale = [indexed[nid][0] for nid in gone if nid in indexed]
+        if stale:
+            self.conn.execute(delete(QueuedTask).where(QueuedTask.vid.in_(stale)))
+        moved = set()
         for r in rows:
+            was = indexed.get(r.nid)
+            if was is not None and was != (r.vid, r.server, r.site, r.platform):
+                self.conn.execute(update(QueuedTask).where(QueuedTask.nid == r.nid, QueuedTask.vid == was[0])
+                                  .values(vid=r.vid, server=r.server, site=r.site, platform=r.platform))
+                if was[1:] != (r.server, r.site, r.platform):
+                    moved.add(r.nid)
+        for r in rows:
+            if r.nid in moved:
+                self.gone.add(r.nid)  # the next page has it where it is now
+                continue
             problem = r.problem()
             if problem:
                 self.bad.append((r, problem))
@@ -251,10 +279,11 @@ class Claim:
             room = max(self.settings.batch_size - len(run.tasks)
                        for run in self.open_batches.values())
             page = min(scan_limit, max(2 * page, len(seen) + room))
-            more = list(self.conn.execute(heads_query(self.now, page, only=self.open_to,
+            more = list(self.conn.execute(heads_query(self.now, page, servers=self.open_to,
                                                       orphans=False, wide=self.page.wide)))
-            self.consider([nid for nid, _server in more if nid not in seen])
-            seen.update(nid for nid, _server in more)
+            self.page.indexed.update(indexed_rows(more))
+            self.consider([nid for nid, *_rest in more if nid not in seen])
+            seen.update(nid for nid, *_rest in more)
             if len(more) < page:
                 break
 
@@ -280,6 +309,7 @@ class Claim:
                                                  m.HostingTask.task_status == TaskStatus.QUEUED)
                      .values(task_status=TaskStatus.PROCESSING, executed=ts, delta=0))
         conn.execute(update(m.Node).where(m.Node.vid.in_(got)).values(changed=ts))
+        conn.execute(delete(QueuedTask).where(QueuedTask.vid.in_(got)))
         new_rows = []
         for r, run in candidates:
             if r.vid not in got:

@@ -11,21 +11,126 @@ import socket
 import time
 import uuid
 
-from sqlalchemy import Engine, case, func, insert, select, update
+from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from aegir_ansible.db import models as m
 from aegir_ansible.db.models import TaskStatus
-from aegir_ansible.db.queue_tables import QueueRunner, QueueServer, QueueTask, ServerHealth
+from aegir_ansible.db.queue_tables import (
+    QueuedTask,
+    QueueRunner,
+    QueueServer,
+    QueueSync,
+    QueueTask,
+    ServerHealth,
+)
 
 from . import database
 from .claim import Claim, HeadsPage
 from .revisions import add_log, log_row
 from .settings import Settings, load_settings
-from .sql import heads_query, wide_query
+from .sql import heads_query, indexed_rows, queued_rows_query, queued_servers_query, wide_query
 from .types import Run, TaskRow
 
 log = logging.getLogger("aegir.queue")
+
+# -- the index of queued tasks (aegir_ansible_queued) ---------------------------------------
+#
+# The claim's page of heads reads the queued tasks from the backend's own index instead of
+# scanning hosting_task (task_status has no index there) and joining every queued row to its
+# target. Hostmaster queues a task as a new node, and a retry (hosting_task_retry, and
+# revisions.requeue) as a new revision: both are a new hosting_task.vid, above the newest one
+# the index has seen (`mark`), so a sync reads the revisions above it by primary key range.
+# Revisions committed out of order (a lower vid committed after a higher one was seen) are
+# caught by reading again SYNC_LAG revisions below the mark; anything else (a status set
+# back to queued in place, a node deleted) by the full comparison every RESYNC_EVERY
+# seconds, the only scan of hosting_task. The index is a hint: every claim checks its tasks
+# against the frontend tables again, drops the rows of tasks no longer queued and fixes those
+# whose server or platform changed (claim.Claim.consider).
+
+SYNC_LAG = 256  # revisions read again below the mark
+SYNC_EVERY = 1.0  # a runner syncs at least this often (seconds) when it reads a page
+RESYNC_EVERY = 60.0  # the full comparison with hosting_task (seconds)
+_COLS = ("nid", "vid", "rid", "server", "level", "priority", "site", "platform", "wide_platform")
+
+
+def _chunks(items: list, n: int = 1000):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _put_queued(conn, rows: list[dict], replace: bool) -> None:
+    """Write these rows to the index; `replace`: rows of the same nids go first."""
+    if replace:
+        for part in _chunks([r["nid"] for r in rows]):
+            conn.execute(delete(QueuedTask).where(QueuedTask.nid.in_(part)))
+    for part in _chunks(rows):
+        conn.execute(insert(QueuedTask), part)
+
+
+def _key(row) -> tuple:
+    return (row["vid"], row["server"], row["site"], row["platform"], row["wide_platform"])
+
+
+def _merge_queued(conn, rows: list[dict], full: bool) -> int:
+    """Bring the index in step with these frontend rows: rows missing or different are
+    written; with `full` (rows are every queued task) the index rows not among them are
+    dropped. Read the frontend first, then the index: a task claimed in between is only
+    re-added as a stale row (the next claim that reads it drops it)."""
+    want = {r["nid"]: r for r in rows}
+    if full:
+        have_rows = conn.execute(select(*[getattr(QueuedTask, c) for c in _COLS])).mappings().all()
+    else:
+        have_rows = [r for part in _chunks(list(want)) for r in conn.execute(
+            select(*[getattr(QueuedTask, c) for c in _COLS]).where(QueuedTask.nid.in_(part))).mappings()]
+    have = {r["nid"]: r for r in have_rows}
+    write = [r for nid, r in want.items() if nid not in have or _key(have[nid]) != _key(r)]
+    if full:
+        drop = [r["vid"] for nid, r in have.items() if nid not in want]
+        for part in _chunks(drop):
+            conn.execute(delete(QueuedTask).where(QueuedTask.vid.in_(part)))
+    _put_queued(conn, write, replace=any(r["nid"] in have for r in write))
+    return len(write)
+
+
+def sync_index(conn, now: float, top: int) -> str | None:
+    """One sync of the index (in the caller's transaction), up to hosting_task.vid `top`:
+    the revisions above the mark (less SYNC_LAG), or everything when the last full
+    comparison is RESYNC_EVERY old (or the frontend's newest revision is below the mark: a
+    restored database). Skipped (None) while another runner syncs. Returns "full" or
+    "incremental"."""
+    state = conn.execute(select(QueueSync.mark, QueueSync.resynced_at).where(QueueSync.id == 1)
+                         .with_for_update(skip_locked=True)).first()
+    if state is None:
+        if conn.execute(select(QueueSync.id).where(QueueSync.id == 1)).first() is not None:
+            return None  # another runner is syncing
+        conn.execute(insert(QueueSync).values(id=1, mark=0, resynced_at=0))
+        mark, resynced_at = 0, 0.0
+    else:
+        mark, resynced_at = state
+    full = now - resynced_at >= RESYNC_EVERY or top < mark
+    if full:
+        rows = [dict(r) for r in conn.execute(queued_rows_query()).mappings()]
+    else:
+        rows = [dict(r) for r in conn.execute(
+            queued_rows_query(vid_range=(max(0, mark - SYNC_LAG), top))).mappings()]
+    _merge_queued(conn, rows, full)
+    values: dict = {"mark": top}
+    if full:
+        values["resynced_at"] = now
+    conn.execute(update(QueueSync).where(QueueSync.id == 1).values(**values))
+    return "full" if full else "incremental"
+
+
+def requeued_in_place(conn, vids: list[int]) -> None:
+    """These revisions were set back to queued in place (put back, reconciled): their rows
+    in the index, written now. Takes the sync's lock (a sync may be writing the same rows)."""
+    if not vids:
+        return
+    conn.execute(select(QueueSync.id).where(QueueSync.id == 1).with_for_update())
+    rows = [dict(r) for part in _chunks(list(vids))
+            for r in conn.execute(queued_rows_query(vids=part)).mappings()]
+    _merge_queued(conn, rows, full=False)
 
 
 class JobManager:
@@ -38,6 +143,7 @@ class JobManager:
         self._heads: HeadsPage | None = None
         self._mark: int | None = None
         self._settings: tuple[float, Settings] | None = None  # (read at, settings)
+        self._synced: tuple[int, float] = (-1, 0.0)  # (top vid, at) of this runner's last sync
         # Servers the last claim skipped because another runner was claiming on them.
         self.skipped_servers: set[int] = set()
 
@@ -155,13 +261,33 @@ class JobManager:
             fresh = True
         return claimed
 
+    def sync_queued(self, now: float | None = None) -> str | None:
+        """Bring the index of queued tasks in step (sync_index), when the frontend has a
+        new task revision since this runner's last sync or that sync is SYNC_EVERY old."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            top = conn.execute(select(func.max(m.HostingTask.vid))).scalar() or 0
+        if top == self._synced[0] and now - self._synced[1] < SYNC_EVERY:
+            return None
+        try:
+            done = self.tx(lambda conn: sync_index(conn, now, top), "queue sync")
+        except IntegrityError:  # another runner created the sync row, or wrote a row first
+            done = self.tx(lambda conn: sync_index(conn, now, top), "queue sync")
+        self._synced = (top, now)
+        return done
+
     def _read_heads(self, key, servers, now, per_server) -> HeadsPage:
         """Outside any transaction, without locks: the claim checks every task again."""
+        self.sync_queued(now)
         with self.engine.connect() as conn:
             wide = dict(conn.execute(wide_query()).all())
-            heads = [tuple(h) for h in conn.execute(heads_query(
-                now, only=servers, orphans=servers is None, wide=wide, per_server=per_server))]
-        self._heads = HeadsPage(key, now, per_server, heads, wide)
+            present = set(conn.execute(queued_servers_query()).scalars())
+            only = sorted(present if servers is None else present & set(servers))
+            q = heads_query(now, servers=only, orphans=servers is None, wide=wide,
+                            per_server=per_server)
+            rows = conn.execute(q).all() if q is not None else []
+        heads = [(nid, server) for nid, server, *_rest in rows]
+        self._heads = HeadsPage(key, now, per_server, heads, wide, indexed_rows(rows))
         return self._heads
 
     def _claim(self, conn, runner_id, slots, settings, now, cached: HeadsPage):
@@ -251,6 +377,7 @@ class JobManager:
                          .where(m.HostingTask.vid.in_(vids),
                                 m.HostingTask.task_status == TaskStatus.PROCESSING)
                          .values(task_status=TaskStatus.QUEUED, executed=0))
+            requeued_in_place(conn, vids)
             conn.execute(update(QueueTask)
                          .where(QueueTask.nid.in_([nid for nid, _vid in orphans]),
                                 QueueTask.runner_id == runner_id)
@@ -279,6 +406,7 @@ class JobManager:
                          .where(m.HostingTask.vid.in_([t.vid for t in mine]),
                                 m.HostingTask.task_status == TaskStatus.PROCESSING)
                          .values(task_status=TaskStatus.QUEUED, executed=0))
+            requeued_in_place(conn, [t.vid for t in mine])
             conn.execute(update(QueueTask).where(QueueTask.nid.in_([t.nid for t in mine]))
                          .values(runner_id=None, claimed_at=None, run_id=None, vid=None,
                                  cancel_requested=0,

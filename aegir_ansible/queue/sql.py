@@ -1,17 +1,18 @@
 """The queue's SQL: the task -> target -> server relation as one select over the frontend
-tables (never stored: computed every time), and the queries the claim and the status read
-from it. Builders only: they return statements and run nothing."""
+tables (computed whenever a task is claimed), the rows of the queue's index of queued tasks
+(aegir_ansible_queued) computed from it, and the queries the claim and the status read.
+Builders only: they return statements and run nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import Integer, and_, bindparam, case, func, select, union_all
 from sqlalchemy.orm import aliased
 
 from aegir_ansible.db import models as m
 from aegir_ansible.db.models import TaskStatus
-from aegir_ansible.db.queue_tables import QueueTask
+from aegir_ansible.db.queue_tables import QueuedTask, QueueTask
 from aegir_ansible.tasks import PLATFORM_WIDE_TYPES, TASK_TYPES
 
 from .types import TARGET_LEVELS, TaskRow
@@ -83,6 +84,12 @@ def task_rows(result) -> list[TaskRow]:
     return [TaskRow(*r[:18], has_queue_row=r[18] is not None) for r in result]
 
 
+def indexed_rows(rows) -> dict[int, tuple]:
+    """nid -> (vid, server, site, platform) of rows of heads_query: the index rows a claim
+    checks (claim.HeadsPage.indexed)."""
+    return {nid: (vid, server, site, platform) for nid, server, vid, site, platform in rows}
+
+
 _BASE_TARGET_SELECT = None
 
 
@@ -115,71 +122,128 @@ def running_query(servers: list[int] | None = None):
     return target_query(TaskStatus.PROCESSING, servers=servers).where(QueueTask.runner_id.is_not(None))
 
 
-_HEADS = None
+def _level_priority(a: _Aliases):
+    return (case(TARGET_LEVELS, value=a.rn.type, else_=3),
+            case({name: tt.priority for name, tt in TASK_TYPES.items()}, value=a.t.task_type, else_=0))
 
 
-def _heads_base():
-    """Queued tasks, narrow: nid, server, and what orders and filters them: `target_rank`
-    is 1 for the oldest queued task of its target (tasks of one target run first in, first
-    out). Narrow because the database ranks and sorts every queued row: wide rows (names,
-    long texts) made that ten times slower on MariaDB."""
-    global _HEADS
-    if _HEADS is None:
+_QUEUED_ROWS = None
+
+
+def queued_rows_query(*, vid_range: tuple[int, int] | None = None, vids=None):
+    """The frontend's queued tasks (current revision QUEUED) as rows of the queue's index
+    (aegir_ansible_queued): nid, vid, rid, server, level, priority, site, platform,
+    wide_platform. `vid_range` (lo, hi]: only those revisions, and only those the index does
+    not have (a range of hosting_task's primary key: the incremental sync); `vids`: only
+    these revisions. Without either, every queued task: a scan of hosting_task (the
+    periodic full sync only)."""
+    global _QUEUED_ROWS
+    if _QUEUED_ROWS is None:
         def columns(a):
-            t, rn = a.t, a.rn
-            return (
-                t.nid.label("nid"), a.server.label("server"), a.s.nid.label("site"),
-                a.platform.label("platform"), a.qt.not_before.label("not_before"),
-                case(TARGET_LEVELS, value=rn.type, else_=3).label("level"),
-                case({name: tt.priority for name, tt in TASK_TYPES.items()},
-                     value=t.task_type, else_=0).label("priority"),
-                func.row_number().over(partition_by=t.rid, order_by=t.nid).label("target_rank"),
-            )
+            level, priority = _level_priority(a)
+            wide = case((and_(a.t.task_type.in_(sorted(PLATFORM_WIDE_TYPES)), a.rn.type == "platform"),
+                         a.platform), else_=None)
+            return (a.t.nid.label("nid"), a.t.vid.label("vid"), a.t.rid.label("rid"),
+                    a.server.label("server"), level.label("level"), priority.label("priority"),
+                    a.s.nid.label("site"), a.platform.label("platform"), wide.label("wide_platform"))
 
         q, a = _joined(columns, context=False)
-        _HEADS = (q.where(a.t.task_status == TaskStatus.QUEUED), a)
-    return _HEADS
+        _QUEUED_ROWS = (q.where(a.t.task_status == TaskStatus.QUEUED), a)
+    q, a = _QUEUED_ROWS
+    if vid_range is not None:
+        q = q.where(a.t.vid > vid_range[0], a.t.vid <= vid_range[1],
+                    ~select(QueuedTask.vid).where(QueuedTask.vid == a.t.vid).exists())
+    if vids is not None:
+        q = q.where(a.t.vid.in_(list(vids)))
+    return q
 
 
 def wide_query():
     """The oldest queued platform-wide task of each platform: it holds back the site tasks
-    of its platform queued after it. (Few rows: such tasks are rare.)"""
-    q, a = _joined(lambda a: (a.platform, func.min(a.t.nid)), context=False)
-    return (q.where(a.t.task_status == TaskStatus.QUEUED, a.t.task_type.in_(sorted(PLATFORM_WIDE_TYPES)),
-                    a.rn.type == "platform")
-            .group_by(a.platform))
+    of its platform queued after it. (From the queue's index, by its wide_platform index:
+    such tasks are rare.)"""
+    q = QueuedTask
+    return (select(q.wide_platform, func.min(q.nid)).where(q.wide_platform.is_not(None))
+            .group_by(q.wide_platform))
 
 
-def heads_query(now: float, limit: int | None = None, *, only: list[int] | None = None,
+def queued_servers_query():
+    """The servers that have queued tasks (from the queue's index: one index entry per
+    server on MariaDB, `Using index for group-by`)."""
+    return select(QueuedTask.server).where(QueuedTask.server.is_not(None)).distinct()
+
+
+_HEADS: dict[tuple, object] = {}
+
+
+def heads_query(now: float, limit: int | None = None, *, servers: list[int],
                 orphans: bool = True, wide: dict[int, int] | None = None,
                 per_server: int | None = None):
-    """(nid, server) of the queued tasks that may start as far as the queue alone says
+    """(nid, server, vid, site, platform) of the queued tasks that may start as far as the queue alone says
     (oldest of their target, not deferred, not behind a platform-wide task: `wide` maps
     platform to the oldest queued one, from wide_query()), in claim order: servers' tasks
     before platforms' before sites' (what a site needs is set up first), then the task
-    type's priority (lower first), then the oldest. `only` restricts the servers;
-    `orphans` adds the tasks whose server cannot be found (malformed: they are failed);
-    `per_server` keeps the first N of each server (one busy server cannot fill the page)."""
-    q, a = _heads_base()
-    server = a.server
-    if only is not None:
-        cond = server.in_(only or [-1])
-        q = q.where(or_(cond, server.is_(None)) if orphans else cond)
-    elif not orphans:
-        q = q.where(server.is_not(None))
-    c = q.subquery().c
-    held_back = [and_(c.site.is_not(None), c.platform == platform, c.nid > first)
-                 for platform, first in sorted((wide or {}).items())]
-    order = (c.level, c.priority, c.nid)
-    ready = (c.target_rank == 1, func.coalesce(c.not_before, 0) <= now,
+    type's priority (lower first), then the oldest. Of these `servers` (queued_servers_query
+    gives those with queued tasks); `orphans` adds the tasks whose server cannot be found
+    (malformed: they are failed); `per_server` keeps the first N of each server (one busy
+    server cannot fill the page), `limit` the first N in all. None when there is nothing to
+    read (no server, no orphans).
+
+    Read from the queue's index (aegir_ansible_queued), one branch per server walking its
+    (server, level, priority, nid) index for the first N ready tasks (UNION ALL): the cost
+    follows the servers and N, not the depth of the queue. A task is the oldest of its
+    target when no queued task of its target has a lower nid (the (rid, nid) index). The
+    vid, site and platform are the index row's, for the claim to check it (Claim.consider).
+
+    Returns the statement with its values bound. The statement itself is built once per
+    shape (numbers of servers and of platform-wide tasks) with bound parameters and kept:
+    building a select of a hundred branches costs tens of milliseconds of Python."""
+    servers = sorted(set(servers))
+    wide_items = sorted((wide or {}).items())
+    if not servers and not orphans:
+        return None
+    # Shapes by powers of two (padded with a server and a platform that do not exist: their
+    # branch and condition match nothing): a draining queue has every number of servers,
+    # and each shape is a statement kept here and compiled in the engine's cache.
+    servers += [-1] * (_pow2(len(servers)) - len(servers))
+    wide_items += [(-1, 0)] * (_pow2(len(wide_items)) - len(wide_items))
+    n = per_server or limit
+    shape = (len(servers), orphans, len(wide_items), bool(n), bool(limit))
+    stmt = _HEADS.get(shape)
+    if stmt is None:
+        stmt = _HEADS[shape] = _heads_statement(*shape)
+    values: dict = {"now": now, "n": n or 0, "limit": limit or 0}
+    values.update({f"s{i}": s for i, s in enumerate(servers)})
+    for i, (platform, first) in enumerate(wide_items):
+        values[f"wp{i}"], values[f"wf{i}"] = platform, first
+    return stmt.params(values)  # type: ignore[attr-defined]
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
+def _heads_statement(n_servers: int, orphans: bool, n_wide: int, n: bool, limit: bool):
+    qd = QueuedTask
+    older = aliased(QueuedTask, name="older")
+    qt = QueueTask
+    held_back = [and_(qd.site.is_not(None), qd.platform == bindparam(f"wp{i}"), qd.nid > bindparam(f"wf{i}"))
+                 for i in range(n_wide)]
+    ready = (func.coalesce(qt.not_before, 0) <= bindparam("now"),
+             ~select(older.nid).where(older.rid == qd.rid, older.nid < qd.nid).exists(),
              *[~cond for cond in held_back])
-    if per_server:
-        rank = func.row_number().over(partition_by=c.server, order_by=order)
-        c = select(c.nid, c.server, c.level, c.priority, rank.label("server_rank")) \
-            .where(*ready).subquery().c
-        q = select(c.nid, c.server).where(c.server_rank <= per_server)
-        order = (c.level, c.priority, c.nid)
+    branches = []
+    conds = [qd.server == bindparam(f"s{i}") for i in range(n_servers)]
+    for cond in conds + ([qd.server.is_(None)] if orphans else []):
+        b = (select(qd.nid, qd.server, qd.level, qd.priority, qd.vid, qd.site, qd.platform)
+             .select_from(qd).outerjoin(qt, qt.nid == qd.nid)
+             .where(cond, *ready).order_by(qd.level, qd.priority, qd.nid))
+        if n:
+            b = b.limit(bindparam("n", type_=Integer))
+        branches.append(b.subquery())
+    if len(branches) == 1:
+        c = branches[0].c
     else:
-        q = select(c.nid, c.server).where(*ready)
-    q = q.order_by(*order)
-    return q.limit(limit) if limit else q
+        c = union_all(*[select(*b.c) for b in branches]).subquery().c
+    q = select(c.nid, c.server, c.vid, c.site, c.platform).order_by(c.level, c.priority, c.nid)
+    return q.limit(bindparam("limit", type_=Integer)) if limit else q

@@ -190,6 +190,9 @@ def test_claim_reads_a_page_not_the_queue(crowded):
     urgent2 = w.task("login-reset", "s58.test")
     lone = w.task("enable", "lone.test")
     jm = JobManager(w.engine)
+    # The queue's index learns of each new task once (a sync reads the new revisions); the
+    # claims then read pages of the index, not the queue.
+    assert jm.sync_queued() == "full"
     rows_read = []
 
     @event.listens_for(w.engine, "after_cursor_execute")
