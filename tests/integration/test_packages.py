@@ -6,11 +6,11 @@ codebase."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import uuid
 from pathlib import Path
 
 import pytest
+from ansible_collections.aegir.hosting.plugins.module_utils import aegir_packages as scanner
 from sqlalchemy import create_engine, func, select, text
 
 from aegir_ansible import packages as pkg
@@ -20,9 +20,6 @@ from aegir_ansible.frontend import Frontend
 
 REPO = Path(__file__).resolve().parents[2]
 CODEBASE = REPO / "tests" / "fixtures" / "provision" / "codebase"
-_spec = importlib.util.spec_from_file_location("aegir_packages_utils", REPO / "plugins/module_utils/aegir_packages.py")
-scanner = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(scanner)
 SCAN = scanner.scan_platform(str(CODEBASE / "d10"))
 
 
