@@ -25,7 +25,7 @@ from sqlalchemy.orm import Bundle, Session
 from . import defaults, https_vars
 from .db import models as m
 from .db.backend import ServerSettings, SiteDatabase, SiteHostName, SiteSettings
-from .queries import SiteClaims, hostmaster_url, is_reserved_db_name, isolation_conflicts
+from .queries import SiteClaims, hostmaster_title, hostmaster_url, is_reserved_db_name, isolation_conflicts
 from .validation import InputError, check_context_name, check_host_address
 
 SERVER_STATUS = {1: "enabled", 0: "queued", -1: "locked"}
@@ -139,14 +139,17 @@ def build_inventory(session: Session, limit: Iterable[str] | None = None) -> Inv
     rejected_platforms: dict[int, str] = {}
     rows = session.execute(
         select(m.Node.nid, m.Node.vid, m.Node.title, m.HostingContext.name,
-               m.HostingServer.status, m.HostingServer.verified, ServerSettings)
+               m.HostingServer.status, m.HostingServer.verified, ServerSettings,
+               hostmaster_title().label("hostmaster_title"))
         .join(m.HostingServer, _current(m.HostingServer))
         .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
         .outerjoin(ServerSettings, ServerSettings.nid == m.Node.nid)
         .where(m.Node.type == "server", m.HostingServer.status != m.SERVER_DELETED)
         .order_by(m.Node.nid)
     )
-    for nid, vid, title, name, status, verified, settings in rows:
+    master_url = ""
+    for nid, vid, title, name, status, verified, settings, master_title in rows:
+        master_url = hostmaster_url(master_title)
         servers[nid] = {"nid": nid, "vid": vid, "title": title, "name": name,
                         "status": status, "verified": verified,
                         "settings": settings or ServerSettings(nid=nid), "services": {},
@@ -162,7 +165,6 @@ def build_inventory(session: Session, limit: Iterable[str] | None = None) -> Inv
     ):
         if vid in by_vid:
             by_vid[vid]["services"][service] = {"type": type_, "port": port, "restart_cmd": restart_cmd}
-    master_url = hostmaster_url(session)
     for server in servers.values():
         server["master_url"] = master_url
 

@@ -257,14 +257,20 @@ def isolation_refusal(task_type: str, site_vars: dict) -> str | None:
 HOSTMASTER_CONTEXT = "hostmaster"
 
 
-def hostmaster_url(session: Session) -> str:
-    """The frontend's own URL, as provision's `master_url`: http:// and the title (uri) of the
-    live site whose context is `hostmaster` (hostmaster's own site), or "" when there is none.
-    Disabled sites redirect to <this>/hosting/disabled/<uri>."""
-    title = session.execute(
+def hostmaster_title():
+    """The title (uri) of the live site whose context is `hostmaster` (hostmaster's own site),
+    as a scalar subquery, so the inventory reads it in its server query (no extra statement)."""
+    return (
         select(m.Node.title)
         .join(m.HostingContext, m.HostingContext.nid == m.Node.nid)
         .join(m.HostingSite, m.HostingSite.vid == m.Node.vid)
         .where(m.HostingContext.name == HOSTMASTER_CONTEXT, m.Node.type == "site",
-               m.HostingSite.status != m.SITE_DELETED)).scalars().first()
+               m.HostingSite.status != m.SITE_DELETED)
+        .order_by(m.Node.nid).limit(1)
+        .scalar_subquery())
+
+
+def hostmaster_url(title: str | None) -> str:
+    """The frontend's own URL, as provision's `master_url`: http:// and hostmaster's site
+    title, or "" when there is none. Disabled sites redirect to <this>/hosting/disabled/<uri>."""
     return f"http://{title.strip().lower()}" if title and title.strip() else ""

@@ -98,7 +98,7 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset((
         "server", "hosts", "part", "state", "templates", "site_dirs", "settings_mode",
-        "allow_new_secrets", "return_secrets", "vhost_options", "lock_timeout", "sites_php",
+        "allow_new_secrets", "refuse_existing_site", "return_secrets", "vhost_options", "lock_timeout", "sites_php",
         "certificates",
     ))
 
@@ -161,6 +161,7 @@ class ActionModule(ActionBase):
             "owner": srv["script_user"],
             "group": srv["web_group"],
             "allow_new_secrets": bool(args.get("allow_new_secrets", False)),
+            "refuse_existing_site": bool(args.get("refuse_existing_site", False)),
             "return_secrets": bool(args.get("return_secrets", False)),
             "lock_file": os.path.join(srv["server_config_path"], ".aegir-site-files.lock"),
             "lock_timeout": int(args.get("lock_timeout", 300)),

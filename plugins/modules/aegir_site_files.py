@@ -52,6 +52,13 @@ options:
     description: Use the candidate value of a secret that is not found in the existing file.
     type: bool
     default: false
+  refuse_existing_site:
+    description:
+      - Refuse a site whose directory holds a C(settings.php) or C(drushrc.php) this backend
+        did not write (the install task's check, as provision's install validate does).
+      - The targets of migrate, clone and restore hold the files they were given and do not set it.
+    type: bool
+    default: false
   return_secrets:
     description: Return the effective secrets per site (the task must use no_log).
     type: bool
@@ -366,7 +373,7 @@ class Runner(object):
                         existing.update(common.read_secrets(handle.read()))
                 except OSError as exc:
                     raise SiteError("cannot read %s: %s" % (full, exc))
-        if p["allow_new_secrets"] and not existing.get("db_password"):
+        if p["refuse_existing_site"] and not existing.get("db_password"):
             self.refuse_installed(site, site_path)
         if not existing.get("db_password") and site.get("provision"):
             existing.update(self.provision_secrets(host, site, site_path))
@@ -687,6 +694,7 @@ def main():
             owner=dict(type="str"),
             group=dict(type="str"),
             allow_new_secrets=dict(type="bool", default=False),
+            refuse_existing_site=dict(type="bool", default=False),
             return_secrets=dict(type="bool", default=False),
             vhost_dir=dict(type="path"),
             test_cmd=dict(type="list", elements="str", default=[]),

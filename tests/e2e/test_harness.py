@@ -34,7 +34,8 @@ def _documented_server_vars() -> tuple[set[str], set[str]]:
     common = common.split("Only on servers whose http service serves https", 1)[0]
 
     def names(table: str) -> set[str]:
-        first_cells = re.findall(r"^\|([^|]*)\|", table, re.M)
+        # Rows described "only when ..." are set in that case only (aegir_http_restart_cmd_error).
+        first_cells = re.findall(r"^\|([^|]*)\|(?!\s*only when)", table, re.M)
         return {n for cell in first_cells for n in re.findall(r"`(aegir_[a-z_]+)`", cell)}
 
     return names(common), names(db_only)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,24 @@ def documented_env(known_hosts: Path) -> dict[str, str]:
     return env
 
 
-def ping(server, tmp_path, extra_env) -> subprocess.CompletedProcess:
+@pytest.fixture
+def socket_root():
+    """A short directory for ssh control sockets: pytest's tmp paths exceed the 108 bytes
+    a unix socket path may have."""
+    path = Path(tempfile.mkdtemp(prefix="hk", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ping(server, tmp_path, socket_root, extra_env) -> subprocess.CompletedProcess:
     # Each call its own control socket directory: a persistent ssh master of an earlier
     # call would carry the connection without a new host key check (ANSIBLE_HOME does not
     # move it: the unit sets ANSIBLE_SSH_CONTROL_PATH_DIR as well).
-    home = tmp_path / f"ansible{len(list(tmp_path.glob('ansible*')))}"
+    calls = len(list(tmp_path.glob("ansible*")))
+    home = tmp_path / f"ansible{calls}"
+    sockets = Path(tempfile.mkdtemp(prefix=f"{calls}-", dir=socket_root))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-           "ANSIBLE_HOME": str(home), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(home / "cp"), **extra_env}
+           "ANSIBLE_HOME": str(home), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(sockets), **extra_env}
     env.pop("ANSIBLE_SSH_COMMON_ARGS", None)
     return subprocess.run(
         [str(BIN / "ansible"), "all", "-i", f"{server.address},", "-m", "ansible.builtin.ping",
@@ -45,17 +58,17 @@ def ping(server, tmp_path, extra_env) -> subprocess.CompletedProcess:
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 
-def test_host_key_checking_as_documented(test_servers, tmp_path):
+def test_host_key_checking_as_documented(test_servers, tmp_path, socket_root):
     server = test_servers["nginx"]
     # The shipped default: no checking (an unknown server is trusted).
-    res = ping(server, tmp_path, {})
+    res = ping(server, tmp_path, socket_root, {})
     assert res.returncode == 0 and "pong" in res.stdout, res.stdout + res.stderr
 
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
     env = documented_env(known_hosts)
     assert "StrictHostKeyChecking=yes" in env["ANSIBLE_SSH_ARGS"]
-    res = ping(server, tmp_path, env)
+    res = ping(server, tmp_path, socket_root, env)
     assert res.returncode != 0 and "UNREACHABLE" in res.stdout, res.stdout + res.stderr
     assert "Host key verification failed" in res.stdout + res.stderr
 
@@ -64,7 +77,7 @@ def test_host_key_checking_as_documented(test_servers, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert scan.returncode == 0 and scan.stdout.strip(), scan.stderr
     known_hosts.write_text(scan.stdout)
-    res = ping(server, tmp_path, env)
+    res = ping(server, tmp_path, socket_root, env)
     assert res.returncode == 0 and "pong" in res.stdout, res.stdout + res.stderr
 
     # A key that changed (another one recorded for the address) is refused again.
@@ -74,5 +87,5 @@ def test_host_key_checking_as_documented(test_servers, tmp_path):
     host = server.address if server.ssh_port == 22 else f"[{server.address}]:{server.ssh_port}"
     known_hosts.write_text(f"{host} {(tmp_path / 'k.pub').read_text().split(' ')[0]} "
                            f"{(tmp_path / 'k.pub').read_text().split(' ')[1]}\n")
-    res = ping(server, tmp_path, env)
+    res = ping(server, tmp_path, socket_root, env)
     assert res.returncode != 0 and "UNREACHABLE" in res.stdout, res.stdout + res.stderr

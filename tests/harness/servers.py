@@ -224,6 +224,7 @@ class TestServer:
             "aegir_php_fastcgi": self.php_fastcgi,
             "aegir_db_grant_host": self.db_grant_host,
             "aegir_ip_addresses": [self.address],
+            "aegir_hostmaster_url": "",
         }
 
     # ----------------------------------------------------------------- checks used by tests

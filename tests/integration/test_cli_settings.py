@@ -26,7 +26,7 @@ NO_JSON = {
     "inventory": "prints the inventory's JSON",
     "db grants": "prints SQL statements",
     "db init": "the db group is another module's (see docs/cli.md)",
-    "db upgrade": "the db group is another module's (see docs/cli.md)",
+    "db revision": "a hidden developers' command that writes a migration file",
     "queue run": "a daemon: its output is its log",
 }
 

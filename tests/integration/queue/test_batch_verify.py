@@ -107,7 +107,7 @@ def test_batched_verify_one_run_own_outcomes(fresh_servers, test_db_server, make
             assert sites[2] not in log.replace(f"Summary for {sites[2]}", ""), log
         bad_log = fe.log(tasks[2])
         assert fe.status(tasks[2]) == m.TASK_ERROR, bad_log
-        assert "not installed" in bad_log and f"failed: [{sites[2]}]" in bad_log
+        assert "no db_password found for" in bad_log and f"failed: [{sites[2]}]" in bad_log
         assert fe.site_row(sites[2]).verified == 0
         assert fe.site_row(sites[0]).verified > 0
 
