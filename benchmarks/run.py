@@ -79,8 +79,9 @@ def machine() -> str:
 
 def run_child(cmd: list[str], env: dict | None = None, cwd=REPO) -> tuple[float, int, str, str]:
     """Wall time, peak RSS in MB (the child and its waited-for descendants), stdout, stderr."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("ANSIBLE_CONFIG", None)
+    # The collection's own ansible.cfg (the repository root), whatever the cwd: the playbooks
+    # folder holds none since the repository became the collection in place.
+    full_env = {**os.environ, **(env or {}), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=full_env, cwd=cwd)

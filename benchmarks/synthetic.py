@@ -101,7 +101,9 @@ def queue_tasks(engine: Engine, task_type: str, rids: list[int], created: int | 
     from sqlalchemy import func, select
 
     now = created or int(time.time())
-    with engine.begin() as c:
+    # SQLite: the write lock at BEGIN. A deferred transaction that reads, then writes after a
+    # runner committed, fails at once with "database is locked" (no busy wait in WAL mode).
+    with engine.connect().execution_options(sqlite_immediate=True) as c, c.begin():
         base = max(c.execute(select(func.max(m.Node.nid))).scalar() or 0,
                    c.execute(select(func.max(m.NodeRevision.vid))).scalar() or 0,
                    c.execute(select(func.max(m.Node.vid))).scalar() or 0)
