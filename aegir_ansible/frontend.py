@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -90,10 +91,13 @@ class Frontend:
         status = self._status(node)
         if status == m.SiteStatus.DELETED:  # the same value for servers and platforms
             raise InputError(f"{node.type} {name!r} is deleted")
+        if node.vid is None:  # not reached: _status() raised NoResultFound for it
+            raise RuntimeError(f"{node.type} {name!r} has no current revision")
         return Context(node.nid, node.vid, node.type, name, node.title, status)
 
     def _status(self, node: m.Node) -> int:
-        table = {"server": m.HostingServer, "platform": m.HostingPlatform, "site": m.HostingSite}
+        table: dict[str, type[m.HostingServer | m.HostingPlatform | m.HostingSite]] = {
+            "server": m.HostingServer, "platform": m.HostingPlatform, "site": m.HostingSite}
         model = table[node.type]
         return self.session.execute(
             select(model.status).where(model.vid == node.vid)
@@ -525,6 +529,8 @@ class Frontend:
         form offers them only when the platform is created (its codebase is there after)."""
         ctx = self.find(ref, types=("platform",))
         row = self.session.get(m.HostingPlatform, ctx.vid)
+        if row is None:  # not reached: find() read its status from this row
+            raise RuntimeError(f"platform {ctx.name!r} has no hosting_platform row")
         if (root is not None or server is not None) and (row.verified or self._has_run(ctx.nid)):
             raise InputError(f"platform {ctx.name!r} was verified: its root and web server no "
                              "longer change (add a new platform and migrate its sites)")
@@ -550,6 +556,8 @@ class Frontend:
         redirection ("" = none), cron interval, install profile, client."""
         ctx = self.find(ref, types=("site",))
         row = self.session.get(m.HostingSite, ctx.vid)
+        if row is None:  # not reached: find() read its status from this row
+            raise RuntimeError(f"site {ctx.name!r} has no hosting_site row")
         alias_rows = self.session.execute(select(m.HostingSiteAlias).where(
             m.HostingSiteAlias.vid == ctx.vid)).scalars().all()
         custom = [a.alias for a in alias_rows if not a.automatic]
@@ -595,13 +603,18 @@ class Frontend:
     def _touch(self, ctx: Context) -> None:
         now = int(time.time())
         node = self.session.get(m.Node, ctx.nid)
+        if node is None:  # not reached: find() read this node
+            raise RuntimeError(f"{ctx.type} {ctx.name!r} has no node")
         node.changed = now
         rev = self.session.get(m.NodeRevision, ctx.vid)
         if rev is not None:
             rev.timestamp = now
 
     def _retitle(self, ctx: Context, title: str) -> None:
-        self.session.get(m.Node, ctx.nid).title = title
+        node = self.session.get(m.Node, ctx.nid)
+        if node is None:  # not reached: find() read this node
+            raise RuntimeError(f"{ctx.type} {ctx.name!r} has no node")
+        node.title = title
         rev = self.session.get(m.NodeRevision, ctx.vid)
         if rev is not None:
             rev.title = title
@@ -657,9 +670,13 @@ class Frontend:
         if ctx.type == "site" and ctx.status == m.SITE_ENABLED:
             raise InputError(f"site {ctx.name!r} is enabled: disable it first "
                              f"(aegir task add disable {ctx.name}), as hostmaster requires")
-        model = {"server": m.HostingServer, "platform": m.HostingPlatform,
-                 "site": m.HostingSite}[ctx.type]
-        row = self.session.get(model, ctx.vid)
+        models: dict[str, type[m.HostingServer | m.HostingPlatform | m.HostingSite]] = {
+            "server": m.HostingServer, "platform": m.HostingPlatform, "site": m.HostingSite}
+        model = models[ctx.type]
+        # Session.get() of a union of models is typed as their base class (mypy joins them).
+        row = cast("m.HostingServer | m.HostingPlatform | m.HostingSite | None", self.session.get(model, ctx.vid))
+        if row is None:  # not reached: find() read its status from this row
+            raise RuntimeError(f"{ctx.type} {ctx.name!r} has no {model.__tablename__} row")
         if row.verified or self._has_run(ctx.nid):
             return "queued", self.add_task("delete", ctx.name)
         now = int(time.time())
@@ -692,6 +709,8 @@ class Frontend:
         if node is None or node.type != "task":
             raise InputError(f"no task {nid}")
         t = self.session.get(m.HostingTask, node.vid)
+        if t is None:  # a task node without a hosting_task row for its current revision
+            raise RuntimeError(f"task {nid} has no hosting_task row for its current revision")
         if t.task_status in (m.TASK_QUEUED, m.TASK_PROCESSING):
             raise InputError(f"task {nid} is {m.TaskStatus.label_of(t.task_status)}: "
                              "only a finished task is retried")

@@ -35,6 +35,7 @@ def _tables(session: Session) -> set[str]:
 def add_server_vars(session: Session, servers: dict[int, dict]) -> None:
     """Set server["https"] (the server's https variables) and server["https_family"] ("https",
     "ssl" or ""), from the services of build_inventory; before the server variables are built."""
+    server: dict | None
     for server in servers.values():
         http_type = (server["services"].get("http") or {}).get("type", "")
         cert = (server["services"].get("Certificate") or {}).get("type", "")
@@ -63,6 +64,7 @@ def add_site_vars(session: Session, servers: dict[int, dict], sites: dict[int, d
                   limited: bool = False) -> None:
     """Set the sites' https variables (in place); sites: vid -> {"vars", "server"}. `limited`:
     the sites are a few of them (a limited inventory): only their rows are read."""
+    site: dict | None
     for site in sites.values():
         site["vars"]["aegir_site_https"] = "disabled"
     if not any(s.get("https_family") for s in servers.values()):
@@ -70,12 +72,12 @@ def add_site_vars(session: Session, servers: dict[int, dict], sites: dict[int, d
     tables = _tables(session)
     # Sites: state (and the legacy certificate key name) of the current revision.
     if "hosting_https_site" in tables:
-        rows = session.execute(
+        https_rows = session.execute(
             select(m.HostingHttpsSite.vid, m.HostingHttpsSite.https_enabled,
                    m.HostingHttpsSite.client_authentication)
             .join(m.Node, m.Node.vid == m.HostingHttpsSite.vid)
             .where(m.HostingHttpsSite.vid.in_(list(sites)) if limited else true()))
-        for vid, enabled, client_auth in rows:
+        for vid, enabled, client_auth in https_rows:
             site = sites.get(vid)
             if site is not None and site["server"].get("https_family") == "https":
                 site["vars"]["aegir_site_https"] = m.HTTPS_STATE_NAMES.get(int(enabled or 0), "disabled")

@@ -106,7 +106,7 @@ def _refusal(name: str, address: str | None = None) -> str | None:
     return None
 
 
-def run_limit(targets: Iterable[tuple[str, Mapping[str, str]]]) -> set[str]:
+def run_limit(targets: Iterable[tuple[str | None, Mapping[str, str]]]) -> set[str]:
     """The context names a run's inventory must hold as hosts of their own (`limit` of
     build_inventory): the targets, and the site a task's arguments name as its source (sync's
     `source`, "@<site>"). Servers and platforms are always in the inventory."""
@@ -165,6 +165,7 @@ def build_inventory(session: Session, limit: Iterable[str] | None = None) -> Inv
     ):
         if vid in by_vid:
             by_vid[vid]["services"][service] = {"type": type_, "port": port, "restart_cmd": restart_cmd}
+    server: dict | None
     for server in servers.values():
         server["master_url"] = master_url
 
@@ -264,6 +265,8 @@ def build_inventory(session: Session, limit: Iterable[str] | None = None) -> Inv
             if why:
                 inv.rejected[name] = f"site {name} is left out of the inventory: {why}"
             continue
+        if platform is None:  # not reached: refusal() leaves out sites of platforms not in it
+            raise RuntimeError(f"site {name}: platform {site.platform} is not in the inventory")
         db = servers.get(site.db_server)
         db_service = (db or {}).get("services", {}).get("db", {})
         hv = {}
@@ -515,7 +518,7 @@ class _LimitedSiteContext:
                 size = 0
             groups[-1].append((server, part))
             size += len(part or ())
-        taken = set()
+        taken: set = set()
         for group in groups:
             def where(model):
                 return or_(*(model.db_server == server if part is None else
@@ -550,14 +553,14 @@ class _LimitedSiteContext:
         # hostmaster's tables serves: those two read one narrow column of the sites' nodes
         # and of the aliases, in the database.
         ex = self.session.execute
-        vids = ex(select(m.HostingSiteAlias.vid)
-                  .where(func.lower(m.HostingSiteAlias.alias).in_(names))).scalars().all()
+        vids = list(ex(select(m.HostingSiteAlias.vid)
+                       .where(func.lower(m.HostingSiteAlias.alias).in_(names))).scalars().all())
         if by_server:
             vids += ex(select(m.HostingSite.vid).where(or_(*(
                 and_(m.HostingSite.db_server == s, m.HostingSite.db_name.in_(n))
                 for s, n in by_server.items())))).scalars().all()
-        nids = ex(select(m.Node.nid).where(m.Node.type == "site",
-                                           func.lower(m.Node.title).in_(names))).scalars().all()
+        nids = list(ex(select(m.Node.nid).where(m.Node.type == "site",
+                                                func.lower(m.Node.title).in_(names))).scalars().all())
         nids += sorted(set(db_owners.values()))
         found = {k.nid: k for k in _site_keys(self.session, vids=vids, nids=nids)}
         # Sites whose suggested database is one of the targets' databases.

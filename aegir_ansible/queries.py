@@ -115,7 +115,7 @@ def tasks(session: Session, status: int | None = None, limit: int = 50,
     ]
 
 
-def task_arguments(session: Session, nid: int) -> dict[str, str]:
+def task_arguments(session: Session, nid: int) -> dict[str | None, str | None]:
     return {
         name: value
         for name, value in session.execute(
@@ -241,7 +241,7 @@ NAME_TASKS = frozenset({"install", "verify", "enable", "disable", "clone", "migr
 DB_TASKS = frozenset({"install", "verify", "backup", "restore", "delete", "clone", "migrate"})
 
 
-def isolation_refusal(task_type: str, site_vars: dict) -> str | None:
+def isolation_refusal(task_type: str | None, site_vars: dict) -> str | None:
     """Why a task may not run on a site (its inventory variables), or None."""
     why: list[str] = []
     if task_type in NAME_TASKS:

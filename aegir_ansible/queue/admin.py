@@ -61,7 +61,7 @@ def set_server(engine: Engine, name: str, *, paused: bool | None = None,
     nid = server_nid(engine, name)
     jm = JobManager(engine)
     jm.ensure_server_rows([nid])
-    values = {}
+    values: dict[str, int | None] = {}
     if paused is not None:
         values["paused"] = int(paused)
     if concurrency is not None:
@@ -113,7 +113,7 @@ def status(engine: Engine, failures: int = 3) -> dict:
         run_by[r.server].append({"nid": r.nid, "type": r.task_type, "target": r.target_name,
                                  "runner": runner or "(not this queue)",
                                  "seconds": int(now - (executed.get(r.nid) or now))})
-    fail_by = defaultdict(list)
+    fail_by: defaultdict[int | None, list[dict]] = defaultdict(list)
     for r in errors:
         if len(fail_by[r.server]) < failures:
             fail_by[r.server].append({"nid": r.nid, "type": r.task_type, "target": r.target_name})
@@ -129,8 +129,8 @@ def status(engine: Engine, failures: int = 3) -> dict:
             "backoff": round(backoff[s][0] - now, 1) if s in backoff else 0,
             "unreachable": backoff[s][1] if s in backoff else None,
         })
-    for r in runners:
-        r["heartbeat_age"] = round(now - r.pop("heartbeat"), 1)
+    for runner_row in runners:
+        runner_row["heartbeat_age"] = round(now - runner_row.pop("heartbeat"), 1)
     return {"enabled": settings.enabled, "queues": rows, "runners": runners}
 
 

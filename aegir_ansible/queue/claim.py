@@ -110,8 +110,10 @@ class Claim:
         self.open_to: list[int] = []  # locked servers that may take a run
         self.open_batches: dict[tuple, Run] = {}
         self.run_keys_by_server: dict[int, set] = defaultdict(set)
-        self.busy_targets, self.busy_sites = set(), set()
-        self.busy_wide_platforms, self.busy_site_platforms = set(), set()
+        self.busy_targets: set[int] = set()
+        self.busy_sites: set[int] = set()
+        self.busy_wide_platforms: set[int | None] = set()
+        self.busy_site_platforms: set[int] = set()
         all_runs = set()
         for r in task_rows(conn.execute(running_query())):
             key = r.run_id or f"task:{r.nid}"
@@ -175,7 +177,8 @@ class Claim:
         for nid in servers:
             self.run_keys_by_server[nid] = set()
         for r in task_rows(self.conn.execute(running_query(servers))):
-            self.run_keys_by_server[r.server].add(r.run_id or f"task:{r.nid}")
+            if r.server is not None:  # always: running_query(servers) reads these servers' tasks
+                self.run_keys_by_server[r.server].add(r.run_id or f"task:{r.nid}")
             self._busy(r)
 
     def blocked(self, r: TaskRow) -> bool:
@@ -191,6 +194,8 @@ class Claim:
     def run_for(self, r: TaskRow) -> Run | None:
         """The run this task joins: an open batch of its kind, or a new run if a slot of its
         server (and of the runner, and of the global limit) is free."""
+        if r.server is None:  # not reached: consider() fails the tasks without one (problem())
+            raise RuntimeError(f"task {r.nid} has no server")
         batch_key = (r.server, r.task_type, r.target_type)
         if r.task_type in BATCHABLE_TYPES and self.settings.batch_size > 1:
             run = self.open_batches.get(batch_key)

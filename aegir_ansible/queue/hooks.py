@@ -16,7 +16,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -69,7 +69,7 @@ class TargetCache:
 
 @dataclass
 class HookContext:
-    conn: object
+    conn: Connection
     task: TaskRow
     result: TaskResult
     now: int
@@ -496,12 +496,18 @@ def _site_cloned(ctx):
                 redirection=str(r.get("redirection") or "") or None, client=client,
                 queue_install=False, status=m.SITE_ENABLED, **kw)
             session.flush()
-            vid = session.get(m.Node, nid).vid
+            node = session.get(m.Node, nid)
+            if node is None:  # not reached: add_site() just added it
+                raise RuntimeError(f"site {r['uri']}: its node {nid} is not there")
+            vid = node.vid
             session.execute(update(m.HostingSite).where(m.HostingSite.vid == vid).values(
                 verified=ctx.now, db_name=str(r.get("db_name") or "")[:64],
                 **({"cron_key": str(r["cron_key"])[:80]} if r.get("cron_key") else {})))
             session.flush()
-            record_site_db(session.connection(), nid, session.get(m.HostingSite, vid).db_server, r, ctx.now)
+            site = session.get(m.HostingSite, vid)
+            if site is None:  # not reached: add_site() just added it
+                raise RuntimeError(f"site {r['uri']}: its hosting_site row {vid} is not there")
+            record_site_db(session.connection(), nid, site.db_server, r, ctx.now)
             record_site_names(session.connection(), nid, [r["uri"], *(r.get("aliases") or [])])
             session.commit()  # releases the savepoint; the outcome's transaction commits it
     except (InputError, SQLAlchemyError) as exc:
@@ -715,5 +721,5 @@ def run_hooks(conn, tr: TaskResult, succeeded: bool, now: int,
     """The entity updates that follow the task's recorded status."""
     task = tr.task
     when = "success" if succeeded else "failure"
-    for hook in HOOKS.get((task.target_type, task.task_type, when), []):
+    for hook in HOOKS.get((task.target_type or "", task.task_type or "", when), []):
         hook(HookContext(conn, task, tr, now, cache))

@@ -185,7 +185,7 @@ class JobManager:
         """Record that the runner is alive; returns its state as stored (None if gone)."""
 
         def fn(conn):
-            values = {"heartbeat": time.time()}
+            values: dict[str, float | str] = {"heartbeat": time.time()}
             if state:
                 values["state"] = state
             conn.execute(update(QueueRunner).where(QueueRunner.id == runner_id,
@@ -240,7 +240,7 @@ class JobManager:
         per_server = max(16, 4 * slots)
         cached = self._heads
         fresh = cached is None or cached.stale(key, now, max_age)
-        if fresh:
+        if cached is None or fresh:
             cached = self._read_heads(key, servers, now, per_server)
         claimed: list[Run] = []
         self.skipped_servers = set()

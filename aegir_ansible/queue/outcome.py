@@ -206,8 +206,15 @@ def _succeeded(res: RunResult, tr: TaskResult) -> bool:
     return tr.succeeded and not res.stop_reason
 
 
+def _judged(tr: TaskResult) -> list[tuple[str, str]]:
+    """The task's closing lines: judge() set them before anything is recorded."""
+    if tr.closing is None:
+        raise RuntimeError(f"task {tr.task.nid}: its outcome is recorded before it is judged")
+    return tr.closing
+
+
 def _last_error(res: RunResult, tr: TaskResult) -> str | None:
-    return None if _succeeded(res, tr) else tr.closing[-1][1][:1000]
+    return None if _succeeded(res, tr) else _judged(tr)[-1][1][:1000]
 
 
 def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: Settings) -> None:
@@ -218,7 +225,7 @@ def _record_task(conn, jm, runner_id, res: RunResult, tr: TaskResult, settings: 
         log.warning("task %s is no longer held by this runner: its outcome is not recorded",
                     task.nid)
         return
-    add_log(conn, [log_row(task, t, msg, now) for t, msg in tr.closing])
+    add_log(conn, [log_row(task, t, msg, now) for t, msg in _judged(tr)])
     _after(conn, res, tr, settings, now)
 
 
@@ -248,7 +255,7 @@ def _record_chunk(conn, jm, runner_id, res: RunResult, trs: list[TaskResult],
     for status, vids in by_status.items():
         conn.execute(update(m.HostingTask).where(m.HostingTask.vid.in_(vids))
                      .values(task_status=status, delta=res.seconds))
-    add_log(conn, [log_row(tr.task, t, msg, now) for tr in done for t, msg in tr.closing])
+    add_log(conn, [log_row(tr.task, t, msg, now) for tr in done for t, msg in _judged(tr)])
     cache = TargetCache(conn, [tr.task.rid for tr in done])
     for tr in done:
         _after(conn, res, tr, settings, now, cache)

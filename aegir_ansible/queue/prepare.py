@@ -94,15 +94,16 @@ def prepare(tmp: Path, res: RunResult, engine, playbooks_dir: Path, host_vars: d
             fail(t, f"The {t.target_type} {name or '#' + str(t.rid)} is not in the "
                           "inventory (is its server or platform deleted?).")
             continue
-        if isinstance(resolved[t.vid], str):
-            fail(t, resolved[t.vid])
+        resolved_args = resolved[t.vid]
+        if isinstance(resolved_args, str):
+            fail(t, resolved_args)
             continue
         hv = inv.hosts[name]
         refusal = isolation_refusal(t.task_type, hv) if t.target_type == "site" else None
         if refusal:
             fail(t, refusal)
             continue
-        hv.update(resolved[t.vid])
+        hv.update(resolved_args)
         hv.update(host_vars)
         res.tasks[t.nid].facts = {k: v for k, v in hv.items() if "password" not in k}
         hv["aegir_task_args"] = args[t.vid]
@@ -112,6 +113,8 @@ def prepare(tmp: Path, res: RunResult, engine, playbooks_dir: Path, host_vars: d
         hosts.append(name)
     if not hosts:
         return None
+    if run.task_type is None:  # not reached: claims run only tasks of a known type (problem())
+        raise RuntimeError(f"run {run.run_id} has no task type")
     playbook = playbooks_dir / f"{playbook_name(run.task_type)}.yml"
     res.limit = hosts
     extravars = {}

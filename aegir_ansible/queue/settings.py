@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from sqlalchemy import select
 
@@ -68,7 +69,8 @@ class Setting:
 _TYPES = {"bool": bool, "int": int, "float": float}
 
 SETTINGS: dict[str, Setting] = {
-    f.name: Setting(f.name, _TYPES[f.type], f.default, f.metadata["help"])
+    # f.type is the annotation's text (from __future__ import annotations).
+    f.name: Setting(f.name, _TYPES[cast(str, f.type)], f.default, f.metadata["help"])
     for f in dataclasses.fields(Settings)
 }
 
@@ -94,7 +96,7 @@ def parse_setting(name: str, raw) -> object:
 
 
 def load_settings(conn) -> Settings:
-    values = {}
+    values: dict[str, Any] = {}
     for name, raw in conn.execute(select(QueueSetting.name, QueueSetting.value)):
         if name in SETTINGS:
             try:

@@ -22,14 +22,14 @@ from .types import TARGET_LEVELS, TaskRow
 class _Aliases:
     """The tables of the task -> target -> server relation, as aliased in one select."""
 
-    t: object
-    rn: object
-    ctx: object
-    s: object
-    sp: object
-    rp: object
-    sv: object
-    qt: object
+    t: type[m.HostingTask]
+    rn: type[m.Node]
+    ctx: type[m.HostingContext]
+    s: type[m.HostingSite]
+    sp: type[m.HostingPlatform]
+    rp: type[m.HostingPlatform]
+    sv: type[m.HostingServer]
+    qt: type[QueueTask]
 
     @property
     def server(self):

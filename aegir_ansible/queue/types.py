@@ -37,7 +37,7 @@ class TaskRow:
     runner_id: str | None = None
     run_id: str | None = None
     cancel_requested: int | None = None
-    has_queue_row: bool = False
+    has_queue_row: bool = field(default=False, kw_only=True)  # by keyword: task_rows() passes the columns before it
 
     @property
     def type_info(self):

@@ -122,6 +122,13 @@ class Worker:
         self._abandoned: set[str] = set()
         self._db_ok_since: float | None = None  # connected since (None: in an outage)
 
+    @property
+    def _registered_id(self) -> str:
+        """runner_id, which _start_up() sets before the runner does anything else."""
+        if self.runner_id is None:
+            raise RuntimeError("the runner is not registered")
+        return self.runner_id
+
     # -- control -----------------------------------------------------------------------
 
     def request_stop(self, hard: bool = False) -> None:
@@ -148,7 +155,7 @@ class Worker:
             self.server_nids = [fe.find(n, types=("server",)).nid for n in self.server_names]
 
     def _effective(self, settings: Settings) -> Settings:
-        values = {}
+        values: dict[str, int | float] = {}
         if self.batch_size is not None:
             values["batch_size"] = self.batch_size
         if self.grace is not None:
@@ -182,12 +189,12 @@ class Worker:
             self.writer.flush()
             what = f"run {ex.run.run_id[:8]}"
             if res.requeue:
-                self._record(lambda: self.jm.put_back(self.runner_id, ex.run, res.requeue), what)
+                self._record(lambda: self.jm.put_back(self._registered_id, ex.run, res.requeue), what)
                 log.warning("run %s: not started, its tasks are back in the queue: %s",
                             ex.run.run_id[:8], res.requeue)
                 return
             refused: set[int] = set()  # tasks failed because their outcome was refused
-            self._record(lambda: outcome.record(self.jm, self.runner_id, res, settings), what,
+            self._record(lambda: outcome.record(self.jm, self._registered_id, res, settings), what,
                          on_permanent=lambda exc: refused.update(
                              self._record_each(res, settings, exc)))
             for tr in res.tasks.values():
@@ -261,7 +268,7 @@ class Worker:
         ran: what it changed on the server is not in the database). Returns those nids."""
         first = str(getattr(exc, "orig", exc)).splitlines()[0]
         held, failed = set(), set()
-        self._record(lambda: held.update(self.jm.held_for_run(self.runner_id,
+        self._record(lambda: held.update(self.jm.held_for_run(self._registered_id,
                                                               [tr.task for tr in res.tasks.values()])),
                      f"run {res.run.run_id[:8]}")
         for nid, tr in res.tasks.items():
@@ -269,7 +276,7 @@ class Worker:
                 continue
             one = dataclasses.replace(res, tasks={nid: tr})
             refused: list[BaseException] = []
-            self._record(lambda one=one: outcome.record(self.jm, self.runner_id, one, settings),
+            self._record(lambda one=one: outcome.record(self.jm, self._registered_id, one, settings),
                          f"task {nid}", on_permanent=refused.append)
             if not refused:
                 continue
@@ -280,7 +287,7 @@ class Worker:
                                "on the server is not recorded; fix the database (grants, schema) "
                                "and run the task again.")]
             self._record(lambda tr=tr: self.jm.fail_unrecordable(
-                self.runner_id, tr.task, max(0, int(res.ended - res.started)), lines),  # noqa: B023 (run now)
+                self._registered_id, tr.task, max(0, int(res.ended - res.started)), lines),  # noqa: B023 (run now)
                 f"task {nid}", on_permanent=lambda _exc: self._abandoned.add(res.run.run_id))
             metrics.count("outcome_refused")
             failed.add(nid)
@@ -304,7 +311,7 @@ class Worker:
             finally:
                 self.writer.close()
                 try:
-                    self.jm.stop_runner(self.runner_id)
+                    self.jm.stop_runner(self._registered_id)
                 except SQLAlchemyError:
                     pass
                 log.info("runner %s stopped", self.runner_id)
@@ -356,7 +363,7 @@ class Worker:
         acknowledgement was lost left tasks held for runs that never started)."""
         with self._lock:
             running = set(self.active) | self._abandoned
-        back = self.jm.reconcile(self.runner_id, running)
+        back = self.jm.reconcile(self._registered_id, running)
         if back:
             metrics.count("reconciled_tasks", len(back))
             log.warning("task(s) %s were held by this runner for runs it never started (a "
@@ -382,7 +389,7 @@ class Worker:
                     log.info("database reachable again")
                     self._reconcile()
                 if now - last_hb >= settings.heartbeat_interval:
-                    state = self.jm.heartbeat(self.runner_id,
+                    state = self.jm.heartbeat(self._registered_id,
                                               "stopping" if self.stop_requested_at else None)
                     if state == "lost":
                         self._revive()
@@ -394,7 +401,7 @@ class Worker:
                         reaped = reap(self.jm, settings, exclude=self.runner_id)
                         if reaped:
                             log.warning("failed %d task(s) of lost runners: %s", len(reaped), reaped)
-                for nid in self.jm.cancel_requests(self.runner_id):
+                for nid in self.jm.cancel_requests(self._registered_id):
                     with self._lock:
                         for ex in self.active.values():
                             if any(t.nid == nid for t in ex.run.tasks):
@@ -407,14 +414,14 @@ class Worker:
                     slots = self.concurrency - active_before
                     if slots > 0:
                         self._queue_mark = self.jm.queue_mark()
-                        claimed = self.jm.claim(self.runner_id, slots, settings,
+                        claimed = self.jm.claim(self._registered_id, slots, settings,
                                                 self.server_nids)
                     for run in claimed:
                         if run.problem:
                             log.warning("task %s is malformed: %s", run.tasks[0].nid, run.problem)
                             self.failed += 1
                             self._record(lambda run=run: outcome.fail_malformed(
-                                self.jm, self.runner_id, run, run.problem),
+                                self.jm, self._registered_id, run, run.problem),
                                 f"task {run.tasks[0].nid}",
                                 on_permanent=lambda _exc, run=run: self._abandoned.add(run.run_id))
                         else:
@@ -463,7 +470,7 @@ class Worker:
         stalled process or database) and failed or re-queued the tasks it held. Stop the runs
         of those tasks (a retry may already run elsewhere; their outcome is not recorded
         here), keep the runs of tasks claimed since, and be a running runner again."""
-        held = self.jm.revive(self.runner_id, "stopping" if self.stop_requested_at else "running")
+        held = self.jm.revive(self._registered_id, "stopping" if self.stop_requested_at else "running")
         with self._lock:
             lost = [ex for ex in self.active.values()
                     if not any(t.nid in held for t in ex.run.tasks)]
