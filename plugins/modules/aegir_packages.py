@@ -37,6 +37,8 @@ options:
         except the site's profile. With C(read_site=true) the site's database name and
         install profile (C(drush status)), language (its C(drushrc.php)) and the aliases
         C(sites/sites.php) maps to its directory are returned in RV(site_info) (import).
+        With C(read_packages=false) its packages are not read (import: a site provision made
+        cannot be bootstrapped by drush before it is taken over; its verify reads them).
       - A site whose drush fails is reported in RV(failed_sites) only; the others are read.
     type: list
     elements: dict
@@ -253,6 +255,8 @@ def main():
                 if site_dir not in own_site_dirs(real, [site_dir]):
                     raise pk.PackageError("sites/%s is not a site directory of %s" % (site_dir, real))
                 result["site_info"][key] = site_info(module, site, real, site_dir, aliases[real])
+            if site.get("read_packages", True) is False:
+                continue
             if enabled is None and site.get("drush"):
                 enabled = enabled_by_drush(module, str(site["drush"]), real, uri)
             profile = str(site.get("profile") or "") or result["site_info"].get(key, {}).get("profile", "")
