@@ -278,6 +278,20 @@ for _type in ("install", "verify", "import"):
     on("site", _type)(_site_packages)
 
 
+def _site_last_cron(ctx):
+    """The site's cron job ran from the crontab since the last write-back: the time its last
+    successful run touched its stamp (the site role's verify reports it), as hosting_cron's
+    hosting_site.last_cron. Never moved back in time."""
+    when = ctx.result.result.get("last_cron")
+    if isinstance(when, int) and not isinstance(when, bool) and 0 < when <= ctx.now + 300:
+        if when > (ctx.current(m.HostingSite.last_cron) or 0):
+            ctx.update_target(m.HostingSite, last_cron=when)
+
+
+for _type in ("install", "verify", "import", "enable", "restore", "migrate"):
+    on("site", _type)(_site_last_cron)
+
+
 def _cron_key(ctx, reported: dict | None = None) -> dict:
     """The cron key the run used, when the site has none recorded yet."""
     key = (reported if reported is not None else ctx.result.result).get("cron_key")

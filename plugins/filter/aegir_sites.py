@@ -123,15 +123,31 @@ def site_report(hosts, hostvars, results, cron_result=None):
             continue
         changes = site_changes(results, host)
         if cron_status:
-            try:
-                key = sites.site_values(host, sites.Vars(hostvars, host))["uri"]
             # A site whose values do not validate has no cron job.
-            except Exception:  # noqa: BLE001 pylint: disable=broad-exception-caught
-                key = host
-            status = cron_status.get(key)
+            status = cron_status.get(_site_key(host, hostvars))
             if status in ("added", "updated", "removed", "purged"):
                 changes.append("cron job %s" % status)
         report[host] = {"changed": changes}
+    return report
+
+
+def _site_key(host, hostvars):
+    """The key of a site's cron job: its uri (the host name when its values do not validate)."""
+    try:
+        return sites.site_values(host, sites.Vars(hostvars, host))["uri"]
+    except Exception:  # noqa: BLE001 pylint: disable=broad-exception-caught
+        return host
+
+
+def site_last_cron(hosts, hostvars, last_runs):
+    """{host: {'last_cron': time}} of the sites whose cron job has a recorded run (the
+    crontab calls' last_runs, keyed by uri), for the queue runner (hosting_site.last_cron)."""
+    runs = plain(last_runs or {})
+    report = {}
+    for host in (plain(h) for h in hosts or []):
+        when = runs.get(_site_key(host, hostvars))
+        if isinstance(when, int) and when > 0:
+            report[host] = {"last_cron": when}
     return report
 
 
@@ -155,5 +171,6 @@ class FilterModule:
             "aegir_site_failed_hosts": site_failed_hosts,
             "aegir_site_secrets": site_secrets,
             "aegir_site_report": site_report,
+            "aegir_site_last_cron": site_last_cron,
             "aegir_http_commands": http_commands,
         }

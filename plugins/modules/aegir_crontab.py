@@ -107,6 +107,18 @@ options:
       - The C(crontab) program used to read and write the crontab.
     type: path
     default: crontab
+  record_runs:
+    description:
+      - "Each job line ends with C(&& <touch> <stamp>): a run that succeeded updates the time of
+        its stamp file (the job lock's path with C(.lock) replaced by C(.last-run)), and
+        RV(last_runs) returns that time per job. Hostmaster shows it as the site's last cron run."
+    type: bool
+    default: false
+  touch_path:
+    description:
+      - Path of the C(touch) program written into the job lines with O(record_runs).
+    type: path
+    default: /usr/bin/touch
 attributes:
   check_mode:
     support: full
@@ -161,6 +173,13 @@ lines:
   returned: always
   type: dict
   sample: {"example.com": "17 */1 * * * /usr/bin/flock -n /var/aegir/.locks/x.lock /usr/bin/drush cron"}
+last_runs:
+  description:
+    - With O(record_runs), the time (seconds since the epoch) of the last successful run of
+      each present job that has run since its line records runs.
+  returned: always
+  type: dict
+  sample: {"example.com": 1796412345}
 diff:
   description: Crontab before and after, when run with C(--diff).
   returned: when diff mode is on
@@ -235,9 +254,20 @@ def default_job_lock(lock_file, key):
                         ".aegir-cron-%s-%08x.lock" % (safe, key_hash(key)))
 
 
-def job_line(key, interval, command, job_lock, flock_path="/usr/bin/flock"):
+def run_stamp(job_lock):
+    """The file a successful run touches (record_runs): beside the job's lock."""
+    base = job_lock[:-len(".lock")] if job_lock.endswith(".lock") else job_lock
+    return base + ".last-run"
+
+
+def job_line(key, interval, command, job_lock, flock_path="/usr/bin/flock", stamp=None,
+             touch_path="/usr/bin/touch"):
     argv = [flock_path, "-n", job_lock] + list(command)
-    return schedule_for(key, interval) + " " + cron_escape(" ".join(shlex.quote(a) for a in argv))
+    line = " ".join(shlex.quote(a) for a in argv)
+    if stamp:
+        # The only shell syntax of the line, written by the module: every value stays quoted.
+        line += " && " + " ".join(shlex.quote(a) for a in (touch_path, "--", stamp))
+    return schedule_for(key, interval) + " " + cron_escape(line)
 
 
 def parse_crontab(text):
@@ -348,7 +378,13 @@ def normalise_jobs(params):
                 check_value("command element of job %r:" % key, arg)
             job_lock = raw.get("lock_file") or default_job_lock(params["lock_file"], key)
             check_value("lock_file of job %r:" % key, job_lock)
-            job["line"] = job_line(key, interval, command, job_lock, params["flock_path"])
+            stamp = run_stamp(job_lock) if params.get("record_runs") else None
+            if stamp:
+                check_value("touch_path", params.get("touch_path") or "/usr/bin/touch")
+            job["line"] = job_line(key, interval, command, job_lock, params["flock_path"],
+                                   stamp, params.get("touch_path") or "/usr/bin/touch")
+            if stamp:
+                job["stamp"] = stamp
         jobs.append(job)
     return jobs
 
@@ -442,6 +478,22 @@ class Crontab(object):
             os.unlink(path)
 
 
+def last_runs(jobs):
+    """{key: mtime} of the stamps of the present jobs that record their runs."""
+    out = {}
+    for job in jobs:
+        stamp = job.get("stamp")
+        if not stamp:
+            continue
+        try:
+            st = os.lstat(stamp)
+        except OSError:
+            continue
+        if not os.path.islink(stamp):
+            out[job["key"]] = int(st.st_mtime)
+    return out
+
+
 def run_module():
     job_spec = dict(
         key=dict(type="str", required=True, no_log=False),
@@ -459,6 +511,8 @@ def run_module():
             purge_keys_not_listed=dict(type="bool", default=False),
             flock_path=dict(type="path", default="/usr/bin/flock"),
             crontab_path=dict(type="path", default="crontab"),
+            record_runs=dict(type="bool", default=False),
+            touch_path=dict(type="path", default="/usr/bin/touch"),
         ),
         supports_check_mode=True,
     )
@@ -479,7 +533,7 @@ def run_module():
                 crontab.write(after)
     except CrontabError as e:
         module.fail_json(msg=str(e))
-    result = dict(changed=changed, jobs=status, lines=lines)
+    result = dict(changed=changed, jobs=status, lines=lines, last_runs=last_runs(jobs))
     if module._diff:
         header = "crontab of %s" % params["user"]
         result["diff"] = dict(before=before, after=after, before_header=header, after_header=header)

@@ -44,7 +44,8 @@ def hostvars():
 def test_every_filter_is_registered():
     assert set(FILTERS) == {
         "aegir_site_servers", "aegir_site_cron_jobs", "aegir_site_failures", "aegir_site_changes",
-        "aegir_site_failed_hosts", "aegir_site_secrets", "aegir_site_report", "aegir_http_commands"}
+        "aegir_site_failed_hosts", "aegir_site_secrets", "aegir_site_report", "aegir_site_last_cron",
+        "aegir_http_commands"}
 
 
 def test_servers_in_order_first_met(hostvars):
@@ -128,6 +129,16 @@ def test_report_failure_wins_and_cron_status_is_a_change(hostvars):
         "broken": {"changed": []},
     }
     assert FILTERS["aegir_site_report"](["a2.example"], hostvars, [], None) == {"a2.example": {"changed": []}}
+
+
+def test_last_cron_by_uri_only_for_recorded_runs(hostvars):
+    hostvars["a1.example"]["aegir_site_uri"] = "www-a1.example"
+    runs = {"www-a1.example": 1_700_000_000, "a2.example": 0, "b1.example": "soon", "broken": 5}
+    got = FILTERS["aegir_site_last_cron"](["a1.example", "a2.example", "b1.example", "broken", "lone.example"],
+                                          hostvars, runs)
+    # keyed by the site's uri; no run (0), a value that is not a time, and unknown sites: nothing
+    assert got == {"a1.example": {"last_cron": 1_700_000_000}, "broken": {"last_cron": 5}}
+    assert FILTERS["aegir_site_last_cron"](["a1.example"], hostvars, None) == {}
 
 
 def test_http_commands_are_the_one_table():

@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import secrets
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -124,6 +125,36 @@ def test_run_cron_records_last_cron(fe):
     fe.run_queue()
     fe.assert_ok(task)
     assert fe.site(S)[1].last_cron > 0
+
+
+def test_a_cron_run_from_the_crontab_is_recorded_by_the_next_verify(fe):
+    """The site's crontab line, run as cron runs it (sh -c, as the script user), touches its
+    stamp; the next verify writes that time to hosting_site.last_cron, never an older one."""
+    server = fe.servers["nginx"]
+    lines = server.crontab().splitlines()
+    line = lines[lines.index(f"# aegir-cron: {S}") + 1]
+    command = line.split(None, 5)[5].replace("\\%", "%")
+    words = shlex.split(command)
+    assert words[-4:-1] == ["&&", "/usr/bin/touch", "--"], words
+    stamp = Path(words[-1])
+    user = pwd.getpwnam(server.script_user)
+    proc = subprocess.run(["sh", "-c", command], user=user.pw_uid, group=user.pw_gid, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and stamp.is_file(), proc
+    before = fe.site(S)[1].last_cron
+    ran = before + 7
+    os.utime(stamp, (ran, ran))
+    task = fe.task("verify", S)
+    fe.run_queue()
+    fe.assert_ok(task)
+    assert fe.site(S)[1].last_cron == ran
+    # An older stamp (a run recorded before a run_cron task) does not move it back.
+    os.utime(stamp, (ran - 100, ran - 100))
+    task = fe.task("verify", S)
+    fe.run_queue()
+    fe.assert_ok(task)
+    assert fe.site(S)[1].last_cron == ran
 
 
 def _site_on_disk(fe, uri: str, db: str, password: str) -> Path:

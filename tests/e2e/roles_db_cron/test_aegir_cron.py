@@ -7,10 +7,13 @@ import os
 import pwd
 import secrets
 import shlex
+import shutil
 import stat
 import subprocess
+import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +257,42 @@ def test_lock_file_mode(tmp_path, clean_crontab):
     st = lock.stat()
     assert stat.S_IMODE(st.st_mode) == 0o644
     assert st.st_uid == pwd.getpwnam(user["name"]).pw_uid
+
+
+def test_record_runs_stamps_successful_runs_only(tmp_path, clean_crontab):
+    """record_runs: the line ends with `&& touch -- <stamp>`; a run that succeeds (run as cron
+    runs it: sh -c, as the crontab's user) touches the stamp and the next call returns its
+    time in last_runs; a failing run leaves it; the calls are idempotent."""
+    user = clean_crontab
+    # The crontab's user runs the lines: a directory it can reach (pytest's are root's only).
+    work = Path(tempfile.mkdtemp(prefix="aegir-cron-", dir="/tmp"))
+    os.chmod(work, 0o777)
+    try:
+        _record_runs(tmp_path, work, user)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _record_runs(tmp_path, work, user):
+    ok_lock, bad_lock = work / "ok job.lock", work / "bad.lock"
+    args = {"user": user["name"], "lock_file": str(tmp_path / "crontab.lock"), "record_runs": True,
+            "jobs": [{"key": "ok.example.com", "interval": 300, "command": ["/bin/true"], "lock_file": str(ok_lock)},
+                     {"key": "bad.example.com", "interval": 300, "command": ["/bin/false"], "lock_file": str(bad_lock)}]}
+    res = run_module(tmp_path, args)
+    assert res["changed"] and res["last_runs"] == {}, res
+    lines = job_lines(read_crontab(user["name"]))
+    ok_stamp, bad_stamp = work / "ok job.last-run", work / "bad.last-run"
+    assert shlex.split(cron_command(lines["ok.example.com"])) == [
+        "/usr/bin/flock", "-n", str(ok_lock), "/bin/true", "&&", "/usr/bin/touch", "--", str(ok_stamp)]
+    for key in ("ok.example.com", "bad.example.com"):
+        proc = subprocess.run(["sh", "-c", cron_command(lines[key])], user=user["name"], cwd="/",
+                              env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30)
+        assert proc.returncode == (0 if key.startswith("ok") else 1), proc
+    assert ok_stamp.exists() and not bad_stamp.exists()
+    os.utime(ok_stamp, (1_700_000_000, 1_700_000_000))
+    again = run_module(tmp_path, args)
+    assert again["changed"] is False and again["last_runs"] == {"ok.example.com": 1_700_000_000}, again
+    # Without record_runs the lines are the plain ones again (and nothing is reported).
+    plain = run_module(tmp_path, {**args, "record_runs": False})
+    assert plain["changed"] and plain["last_runs"] == {}
+    assert "touch" not in read_crontab(user["name"])
