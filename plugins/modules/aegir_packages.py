@@ -37,8 +37,8 @@ options:
         except the site's profile. With C(read_site=true) the site's database name and
         install profile (C(drush status)), language (its C(drushrc.php)) and the aliases
         C(sites/sites.php) maps to its directory are returned in RV(site_info) (import).
-        With C(read_packages=false) its packages are not read (import: a site provision made
-        cannot be bootstrapped by drush before it is taken over; its verify reads them).
+        With C(read_packages=false) its packages are not read (for import, as drush cannot
+        bootstrap a site provision made before it is taken over; its verify reads them).
       - A site whose drush fails is reported in RV(failed_sites) only; the others are read.
     type: list
     elements: dict

@@ -488,6 +488,27 @@ def test_the_switch_keeps_every_site_serving(installs, tmp_path):
                 assert os.readlink(inst.root / "clients" / site.client / site.uri) == site.site_path
             # The data is provision's: the site's own user still logs in with its password.
             assert inst.db.can_login(site.db_user, site.db_passwd, site.db_name)
+        # What hostmaster's UI shows: every site verified, with its status and database;
+        # each platform's install profiles, each site's profile among its enabled packages.
+        from aegir_ansible import packages as pkg
+
+        with Session() as s:
+            for inst, site in _sites(installs):
+                row = s.execute(select(m.HostingSite).join(m.Node, m.Node.vid == m.HostingSite.vid)
+                                .where(m.Node.nid == nids[inst][site.uri])).scalar_one()
+                assert row.verified > 0, site.uri
+                assert row.status == (m.SITE_ENABLED if site.enabled else m.SITE_DISABLED), site.uri
+                assert row.db_name == site.db_name, site.uri
+                enabled = set(s.execute(
+                    select(m.HostingPackage.short_name)
+                    .join(m.HostingPackageInstance, m.HostingPackageInstance.package_id == m.HostingPackage.nid)
+                    .where(m.HostingPackageInstance.rid == nids[inst][site.uri],
+                           m.HostingPackageInstance.status == 1)).scalars())
+                assert site.profile in enabled, (site.uri, enabled)
+            for inst in installs.values():
+                for plat in inst.platforms:
+                    offered = pkg.platform_profiles(s, nids[inst][plat.context])
+                    assert {site.profile for site in plat.sites} <= set(offered), (plat.context, offered)
         for key, inst in installs.items():
             sites = {s.uri.split(".")[0]: s for s in inst.platforms[0].sites}
             redir = sites["redir"]
